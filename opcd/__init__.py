@@ -1,0 +1,1 @@
+"""opcd: on-policy context distillation."""
