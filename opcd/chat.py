@@ -1,0 +1,34 @@
+"""Chat rendering shared by rollout, teacher, learner and evaluation.
+
+The privileged context always goes into the *system* message (a description, demonstrations or
+experience text); the query is the user message. Everyone renders through the model's own chat
+template, so the student, the teacher and the evaluator see byte-identical prompts.
+"""
+from __future__ import annotations
+
+
+def chat_messages(prompt: str, context: str = "") -> list[dict]:
+    """Messages for one query: ``[system(context)?, user(prompt)]`` (no system turn if context is empty)."""
+    msgs = [{"role": "system", "content": context}] if context else []
+    msgs.append({"role": "user", "content": prompt})
+    return msgs
+
+
+def encode_prompt(tokenizer, prompt: str, context: str = "") -> list[int]:
+    """Token ids of the rendered chat prompt, ending with the assistant header (generation prompt)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
+            "opcd renders contexts as system messages and needs one (set tokenizer.chat_template "
+            "or use an instruct model)")
+    ids = tokenizer.apply_chat_template(chat_messages(prompt, context), add_generation_prompt=True,
+                                        tokenize=True)
+    # transformers 5 may return a BatchEncoding-like mapping; normalise to a list of ints.
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def encode_answer(tokenizer, answer: str) -> list[int]:
+    """Token ids of an assistant answer followed by EOS (the end-of-turn token)."""
+    return tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
