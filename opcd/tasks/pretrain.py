@@ -40,14 +40,21 @@ def build_model(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4, m
     return LlamaForCausalLM(cfg)
 
 
-def collate(tokenizer, records: list[dict]) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``/``attention_mask``/``labels`` [B, T]; labels are -100 outside answers."""
+def collate(tokenizer, records: list[dict], context_loss: bool = False) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``attention_mask``/``labels`` [B, T].
+
+    Labels cover the answer; with ``context_loss`` they also cover the system turn, whose
+    demonstrations are extra worked examples of the rule (the user's random input string is never
+    a target: it is unpredictable by construction).
+    """
     seqs, labs = [], []
+    user = tokenizer.convert_tokens_to_ids("<|user|>")
     for r in records:
         p = encode_prompt(tokenizer, r["prompt"], r["context"])
         a = encode_answer(tokenizer, r["answer"])
         seqs.append(p + a)
-        labs.append([-100] * len(p) + a)
+        head = p.index(user) if context_loss else 0
+        labs.append(p[:head] + [-100] * (len(p) - head) + a)
     T = max(map(len, seqs))
     pad = tokenizer.pad_token_id
     ids = torch.tensor([s + [pad] * (T - len(s)) for s in seqs])
@@ -89,7 +96,7 @@ def evaluate_tf(model, tokenizer, records: list[dict], bs: int = 256) -> dict[st
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output model directory")
-    ap.add_argument("--steps", type=int, default=1600, help="optimizer steps")
+    ap.add_argument("--steps", type=int, default=3200, help="optimizer steps")
     ap.add_argument("--batch", type=int, default=64, help="sequences per step")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay to 10%%)")
     ap.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     t0, tokens, log = time.time(), 0, []
     bar = tqdm(range(args.steps), desc="pretrain", unit="step")
     for step in bar:
-        batch = collate(tok, [sample_pretraining_example(rng) for _ in range(args.batch)])
+        batch = collate(tok, [sample_pretraining_example(rng) for _ in range(args.batch)], context_loss=True)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         loss = model(**batch).loss

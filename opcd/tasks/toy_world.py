@@ -132,7 +132,7 @@ def split_of(s: str) -> str:
     return "test" if h == 0 else "validation" if h == 1 else "train"
 
 
-def random_input(rng: random.Random, split: str, min_len: int = 3, max_len: int = 7) -> str:
+def random_input(rng: random.Random, split: str, min_len: int = 3, max_len: int = 6) -> str:
     """A random lowercase string of length in [min_len, max_len] that belongs to ``split``."""
     while True:
         s = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(min_len, max_len)))
@@ -146,7 +146,7 @@ def format_demos(rule: Rule, inputs: list[str]) -> str:
 
 
 def make_context(rule: Rule, kind: str, rng: random.Random, split: str, k_demos: int = 4,
-                 paraphrases: str = "train", min_len: int = 3, max_len: int = 7) -> tuple[str, dict]:
+                 paraphrases: str = "train", min_len: int = 3, max_len: int = 6) -> tuple[str, dict]:
     """Build a context string of ``kind`` ('system' | 'demos' | 'none') and its metadata.
 
     ``paraphrases`` picks descriptions from the pretraining set ('train'), the held-out set
@@ -168,7 +168,7 @@ def make_context(rule: Rule, kind: str, rng: random.Random, split: str, k_demos:
 
 def generate(split: str, rules: list[str] | None = None, n_per_rule: int = 100,
              context_kinds: tuple[str, ...] = CONTEXT_KINDS, seed: int = 0, k_demos: int = 4,
-             paraphrases: str = "train", min_len: int = 3, max_len: int = 7) -> list[dict]:
+             paraphrases: str = "train", min_len: int = 3, max_len: int = 6) -> list[dict]:
     """Deterministically generate toy-world records.
 
     Returns ``len(rules) * len(context_kinds) * n_per_rule`` records; for each rule the same

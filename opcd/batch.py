@@ -1,0 +1,75 @@
+"""The data that flows between phases: rollout -> teacher score -> learner.
+
+Kept as plain lists/tensors so it crosses Ray's object store cheaply and stays testable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def pad_3d(rows: list[list[list[float]]], T: int, k: int, fill: float, dtype) -> torch.Tensor:
+    """[B][t<=T][k'<=k] nested lists -> tensor [B, T, k] filled with ``fill`` where absent."""
+    out = torch.full((len(rows), T, k), fill, dtype=dtype)
+    for b, r in enumerate(rows):
+        for t, v in enumerate(r):
+            out[b, t, :len(v)] = torch.tensor(v, dtype=dtype)
+    return out
+
+
+def pad_2d(rows: list[list[float]], T: int, fill: float, dtype) -> torch.Tensor:
+    out = torch.full((len(rows), T), fill, dtype=dtype)
+    for b, r in enumerate(rows):
+        out[b, :len(r)] = torch.tensor(r, dtype=dtype)
+    return out
+
+
+@dataclass
+class LearnBatch:
+    """One optimizer step's worth of sequences. B sequences, T = longest response."""
+
+    student_seqs: list[list[int]]  # prompt WITHOUT context + response, token ids
+    context_seqs: list[list[int]]  # prompt WITH context + the same response (teacher view; NCA)
+    resp_lens: list[int]  # response tokens per sequence
+    response_ids: torch.Tensor  # [B, T] long, the response tokens (pad 0)
+    mask: torch.Tensor  # [B, T] bool, real response tokens
+    support_ids: torch.Tensor  # [B, T, k] long, token ids the KL is computed over
+    teacher_logprobs: torch.Tensor  # [B, T, k] teacher log-probs (nats) at support_ids, at algo temperature
+    behaviour_logprobs: torch.Tensor  # [B, T] sampling policy's log-prob of each response token
+    teacher_token_logprobs: torch.Tensor  # [B, T] teacher log-prob of each response token
+
+    def __len__(self) -> int:
+        return len(self.student_seqs)
+
+    def slice(self, i: int, j: int) -> "LearnBatch":
+        """Sequences i..j-1 (a micro-batch), trimmed to their own longest response."""
+        T = max(max(self.resp_lens[i:j]), 1)
+        return LearnBatch(self.student_seqs[i:j], self.context_seqs[i:j], self.resp_lens[i:j],
+                          self.response_ids[i:j, :T], self.mask[i:j, :T], self.support_ids[i:j, :T],
+                          self.teacher_logprobs[i:j, :T], self.behaviour_logprobs[i:j, :T],
+                          self.teacher_token_logprobs[i:j, :T])
+
+
+def build_learn_batch(samples, student_prompts: list[list[int]], context_prompts: list[list[int]],
+                      scores: dict[str, torch.Tensor]) -> LearnBatch:
+    """Join sampled responses with both prompt views and the teacher's scores.
+
+    ``samples[i]`` answers prompt i (``student_prompts[i]`` is its no-context rendering,
+    ``context_prompts[i]`` the with-context one); ``scores`` come from ``score_responses`` on the
+    with-context sequences.
+    """
+    resp = [s.response_ids for s in samples]
+    lens = [len(r) for r in resp]
+    T = scores["logprobs"].shape[1]
+    return LearnBatch(
+        student_seqs=[p + r for p, r in zip(student_prompts, resp)],
+        context_seqs=[p + r for p, r in zip(context_prompts, resp)],
+        resp_lens=lens,
+        response_ids=pad_2d(resp, T, 0, torch.long),
+        mask=pad_2d([[1] * n for n in lens], T, 0, torch.bool),
+        support_ids=scores["support_ids"],
+        teacher_logprobs=scores["logprobs"],
+        behaviour_logprobs=pad_2d([s.logprobs for s in samples], T, 0.0, torch.float32),
+        teacher_token_logprobs=scores["token_logprobs"],
+    )

@@ -1,0 +1,154 @@
+"""Typed configuration for opcd, registered with Hydra's ConfigStore.
+
+Each dataclass backs one YAML group under ``conf/`` (model, task, algo, rollout, learner, logger;
+``experiment`` presets override several groups at once). Because the primary config is built on top
+of these schemas, a misspelled key or a wrong type fails at start-up with Hydra's own message.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+# `${opcd_asset:toy-model}` -> absolute path of a shipped asset, whatever the working directory.
+if not OmegaConf.has_resolver("opcd_asset"):
+    OmegaConf.register_new_resolver("opcd_asset", lambda name: str(ASSETS / name))
+
+
+@dataclass
+class ModelConfig:
+    path: str = "${opcd_asset:toy-model}"  # student: HF model directory (or hub id when online)
+    teacher_path: Optional[str] = None  # teacher model; null = frozen copy of the initial student
+    max_model_len: int = 256  # longest context+prompt+response in tokens, for every engine
+    dtype: str = "float32"  # float32 | bfloat16 (engines and learner weights); fp32 is fastest on AVX2 CPUs
+
+
+@dataclass
+class TaskConfig:
+    name: str = "toy_rules"  # task registered in opcd.tasks (toy_rules | jsonl)
+    distill_rules: List[str] = field(default_factory=lambda: ["reverse"])  # toy world: rules whose context is distilled
+    context_kind: str = "system"  # toy world: context given to the teacher (system | demos)
+    k_demos: int = 4  # toy world: demonstrations per context when context_kind=demos
+    train_size: int = 4096  # toy world: training prompts generated per distilled rule
+    eval_n_per_rule: int = 64  # test prompts per rule and context kind in periodic evaluation
+    train_file: Optional[str] = None  # jsonl task: path of the training records (prompt, context, answer)
+    eval_file: Optional[str] = None  # jsonl task: path of the evaluation records
+    too_long: str = "refuse"  # records whose context+prompt exceed max_model_len: refuse | skip
+    seed: int = 0  # data generation / shuffling seed
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "opcd"  # opcd | opcd_nca | offpolicy_cd | gkd | sft (who samples, which loss)
+    loss: str = "topk_reverse_kl"  # topk_reverse_kl | full_reverse_kl | sampled_reverse_kl | forward_kl | jsd | nll
+    top_k: int = 16  # top-k support of the per-token KL (student top-k for reverse KL, teacher's for forward)
+    renormalize_topk: bool = False  # renormalise both distributions over the top-k before the KL
+    temperature: float = 1.0  # temperature applied to student and teacher distributions in the loss
+    nca_beta: float = 0.0  # weight of the stop-gradient consistency regulariser (0 disables it)
+    jsd_beta: float = 0.5  # GKD generalised-JSD interpolation (0 = forward KL, 1 = reverse KL)
+    gkd_lambda: float = 1.0  # GKD on-policy fraction: share of prompts answered by the student
+    aggregation: str = "token_mean"  # token_mean | seq_mean loss reduction
+    lr: float = 1e-3  # learning rate (constant after warm-up)
+    warmup_steps: int = 0  # linear warm-up steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # gradient-norm clipping (0 disables)
+    max_nonfinite_steps: int = 3  # stop after this many consecutive NaN/inf losses (each one is skipped)
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "vllm_cpu"  # vllm_cpu | vllm_cuda: which vLLM build/device the engines use
+    num_workers: int = 2  # rollout actors, each holding one vLLM engine
+    num_cpus: float = 0.5  # Ray CPUs reserved per worker (fractional: phases run one after another)
+    num_gpus: float = 0.0  # Ray GPUs per worker (1 on CUDA unless colocated)
+    threads: int = 1  # torch/OMP threads per CPU engine
+    tensor_parallel_size: int = 1  # vLLM tensor parallelism per engine (CUDA)
+    gpu_memory_utilization: float = 0.5  # vLLM GPU memory share per engine (CUDA)
+    kv_cache_gb: int = 1  # vLLM CPU KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE)
+    temperature: float = 1.0  # sampling temperature of student rollouts
+    top_p: float = 1.0  # nucleus sampling threshold
+    max_tokens: int = 32  # longest sampled response
+    n: int = 1  # samples per prompt
+    seed: int = 0  # engine seed (worker i uses seed + i); request order is fixed for reproducibility
+
+
+@dataclass
+class TeacherConfig:
+    num_cpus: float = 0.5  # Ray CPUs reserved for the teacher actor
+    num_gpus: float = 0.0  # Ray GPUs for the teacher actor
+    threads: int = 2  # torch threads of the teacher's forward pass on CPU
+    micro_batch_size: int = 64  # sequences per teacher forward pass
+
+
+@dataclass
+class LearnerConfig:
+    backend: str = "gloo"  # torch.distributed backend: gloo (CPU) | nccl (CUDA)
+    device: str = "cpu"  # cpu | cuda
+    num_ranks: int = 1  # data-parallel learner ranks (Ray actors)
+    num_cpus: float = 0.5  # Ray CPUs per learner rank
+    num_gpus: float = 0.0  # Ray GPUs per learner rank
+    threads: int = 2  # torch threads per learner rank on CPU
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
+    offload: bool = False  # ZeRO optimizer offload to CPU (stage >= 1)
+    precision: str = "fp32"  # fp32 | bf16 (fp16 is unsupported on CPU)
+    micro_batch_size: int = 32  # sequences per forward/backward
+    grad_accum_steps: int = 0  # micro-batches per optimizer step; 0 = one step per rollout batch
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | none
+    mode: str = "offline"  # wandb mode: offline | online | disabled
+    project: str = "opcd"  # wandb project
+    group: Optional[str] = None  # wandb group (sweeps set it)
+    name: Optional[str] = None  # wandb run name (default: experiment name + time)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)  # student / teacher models
+    task: TaskConfig = field(default_factory=TaskConfig)  # data and verifier
+    algo: AlgoConfig = field(default_factory=AlgoConfig)  # method and loss
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # student sampling engines
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # teacher actor resources
+    learner: LearnerConfig = field(default_factory=LearnerConfig)  # DeepSpeed learner
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # wandb / console logging
+    experiment: str = "custom"  # preset name, for run names and reports
+    steps: int = 60  # optimizer steps (one per rollout batch)
+    prompts_per_step: int = 64  # prompts sampled per step (x rollout.n responses)
+    eval_every: int = 10  # steps between evaluations (0 = only at start and end)
+    save_every: int = 0  # steps between checkpoints (0 = only at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    sync_every: int = 1  # optimizer steps between weight pushes to the engines
+    seed: int = 0  # global seed (torch, data order)
+    output_dir: str = "${hydra:runtime.output_dir}"  # where checkpoints, metrics and eval tables go
+    ray_address: Optional[str] = None  # attach to a running Ray cluster; null = start a local one
+
+
+@dataclass
+class EvalConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)  # model to evaluate (model.path)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # engine settings (greedy decoding is forced)
+    split: str = "test"  # toy-world split: train | validation | test
+    rules: List[str] = field(default_factory=list)  # rules to evaluate; empty = all
+    n_per_rule: int = 100  # prompts per rule and context kind
+    paraphrases: str = "train"  # descriptions used as system prompts: train | heldout | all
+    k_demos: int = 4  # demonstrations per prompt in the demos condition
+    seed: int = 0  # data seed of the evaluation prompts
+    out: str = "${hydra:runtime.output_dir}/eval.json"  # where the JSON table is written
+
+
+def register_configs() -> None:
+    """Register the schemas so YAML groups are validated against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    for group, node in [("model", ModelConfig), ("task", TaskConfig), ("algo", AlgoConfig),
+                        ("rollout", RolloutConfig), ("learner", LearnerConfig), ("logger", LoggerConfig)]:
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+__all__ = ["ModelConfig", "TaskConfig", "AlgoConfig", "RolloutConfig", "TeacherConfig", "LearnerConfig",
+           "LoggerConfig", "TrainConfig", "EvalConfig", "register_configs", "MISSING"]

@@ -1,0 +1,1 @@
+"""Learner: DeepSpeed engine (actor.py) and the loss it minimises (objective.py)."""

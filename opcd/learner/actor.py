@@ -1,0 +1,146 @@
+"""The learner: a DeepSpeed engine inside a Ray actor (one actor per data-parallel rank).
+
+ZeRO stage, offload, precision, micro-batch, gradient accumulation and the optimizer all come from
+``LearnerConfig``/``AlgoConfig``. CPU runs use the gloo backend and torch's AdamW (DeepSpeed's
+fused CPU Adam needs a ~70 s JIT build); CUDA runs use NCCL.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import torch
+
+from opcd.batch import LearnBatch
+from opcd.learner.objective import student_loss
+from opcd.modeling import load_causal_lm, load_tokenizer
+
+
+def deepspeed_config(learner, algo, batch_size: int, world_size: int) -> dict:
+    """DeepSpeed JSON config for one optimizer step per rollout batch of ``batch_size`` sequences."""
+    per_rank = math.ceil(batch_size / world_size)
+    mbs = min(learner.micro_batch_size, per_rank)
+    gas = learner.grad_accum_steps or math.ceil(per_rank / mbs)
+    zero = {"stage": learner.zero_stage}
+    if learner.offload and learner.zero_stage >= 1:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    cfg = {
+        "train_micro_batch_size_per_gpu": mbs,
+        "gradient_accumulation_steps": gas,
+        "train_batch_size": mbs * gas * world_size,
+        "optimizer": {"type": "AdamW", "params": {"lr": algo.lr, "betas": [0.9, 0.999], "eps": 1e-8,
+                                                  "weight_decay": algo.weight_decay, "torch_adam": True}},
+        "zero_optimization": zero,
+        "gradient_clipping": algo.grad_clip,
+        "bf16": {"enabled": learner.precision == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return cfg  # no DeepSpeed scheduler: LearnerActor sets the (warm-up, then constant) lr itself
+
+
+class LearnerActor:
+    """One data-parallel rank. ``train_step`` runs forward/backward over its shard of a batch."""
+
+    def __init__(self, model_path: str, learner, algo, dtype: str, batch_size: int, rank: int,
+                 world_size: int, master_addr: str, master_port: int, seed: int):
+        os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
+                           "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0"})
+        if learner.device == "cpu":
+            os.environ["DS_ACCELERATOR"] = "cpu"
+            torch.set_num_threads(learner.threads)
+        torch.manual_seed(seed)
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=learner.backend, auto_mpi_discovery=False)
+        self.rank, self.world_size, self.algo = rank, world_size, algo
+        self.pad_id = load_tokenizer(model_path).pad_token_id
+        model = load_causal_lm(model_path, "float32" if learner.precision == "fp32" else dtype)
+        self.ds_config = deepspeed_config(learner, algo, batch_size, world_size)
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                               config=self.ds_config)
+        self.steps_done = 0  # optimizer steps taken (drives the warm-up)
+
+    def train_step(self, batch: LearnBatch) -> dict[str, float]:
+        """One optimizer step over this rank's shard of ``batch``; returns averaged metrics.
+
+        Non-finite losses skip the whole step (no optimizer update) and are reported in
+        ``nonfinite``; the controller decides when to stop.
+        """
+        t0 = time.perf_counter()
+        per_rank = math.ceil(len(batch) / self.world_size)
+        shard = batch.slice(self.rank * per_rank, min(len(batch), (self.rank + 1) * per_rank))
+        mbs = self.ds_config["train_micro_batch_size_per_gpu"]
+        gas = self.ds_config["gradient_accumulation_steps"]
+        self.engine.train()
+        self.steps_done += 1
+        lr = self.algo.lr * min(1.0, self.steps_done / max(1, self.algo.warmup_steps))
+        for g in self.engine.optimizer.param_groups:
+            g["lr"] = lr
+        metrics: dict[str, float] = {}
+        n_mb = 0
+        skipped = False
+        for i in range(0, gas * mbs, mbs):
+            mb = shard.slice(i, min(i + mbs, len(shard))) if i < len(shard) else None
+            if mb is None or len(mb) == 0:
+                # An empty micro-batch still has to advance DeepSpeed's accumulation counter.
+                loss = sum(p.sum() * 0.0 for p in self.engine.module.parameters())
+            else:
+                loss, m = student_loss(self.engine.module, mb, self.algo, self.pad_id)
+                for k, v in m.items():
+                    metrics[k] = metrics.get(k, 0.0) + v
+                n_mb += 1
+                if not torch.isfinite(loss):
+                    skipped = True
+                    loss = sum(p.sum() * 0.0 for p in self.engine.module.parameters())
+            self.engine.backward(loss)
+            if skipped and self.engine.is_gradient_accumulation_boundary():
+                self._step_without_update()
+            else:
+                self.engine.step()
+        out = {k: v / max(n_mb, 1) for k, v in metrics.items()}
+        out["nonfinite"] = float(skipped)
+        out["learner/seconds"] = time.perf_counter() - t0
+        out["learner/tokens"] = float(sum(shard.resp_lens))
+        out["learner/lr"] = float(self.engine.get_lr()[0])
+        return out
+
+    def _step_without_update(self) -> None:
+        """Advance DeepSpeed's step bookkeeping without changing any weight (a skipped NaN step).
+
+        Gradients are zeroed and the optimizer runs with lr = 0, so AdamW leaves every parameter
+        unchanged (weight decay is scaled by lr too); only its moment estimates decay slightly.
+        """
+        self.engine.zero_grad()
+        opt = self.engine.optimizer
+        saved = [g["lr"] for g in opt.param_groups]
+        for g in opt.param_groups:
+            g["lr"] = 0.0
+        self.engine.step()
+        for g, lr in zip(opt.param_groups, saved):
+            g["lr"] = lr
+
+    def named_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """Full (gathered) HF-named weights on CPU, for pushing into the vLLM engines."""
+        module = self.engine.module
+        if self.ds_config["zero_optimization"]["stage"] == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                return [(n, p.detach().float().cpu().clone()) for n, p in module.named_parameters()]
+        return [(n, p.detach().float().cpu().clone()) for n, p in module.named_parameters()]
+
+    def save_hf(self, path: str, tokenizer_path: str) -> None:
+        """Write an HF safetensors directory (rank 0 only), loadable by transformers and vLLM."""
+        named = dict(self.named_weights())
+        if self.rank != 0:
+            return
+        from transformers import AutoTokenizer
+
+        module = self.engine.module
+        module.save_pretrained(path, state_dict={k: v for k, v in named.items()}, safe_serialization=True)
+        AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
+
+    def ping(self) -> bool:
+        return True

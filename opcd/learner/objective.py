@@ -1,0 +1,71 @@
+"""The learner's objective: student forward pass(es) on a micro-batch, then the configured loss.
+
+Pure function of (model, batch, algo config): testable without Ray or DeepSpeed.
+"""
+from __future__ import annotations
+
+import torch
+
+from opcd import losses
+from opcd.batch import LearnBatch
+from opcd.modeling import response_logits
+
+# Which support the teacher must score for each loss (see opcd.teacher.scoring.score_responses).
+TEACHER_SUPPORT = {
+    "topk_reverse_kl": "student_topk",  # OPCD: the student's own top-k from the rollout
+    "full_reverse_kl": "full",
+    "jsd": "full",
+    "forward_kl": "topk",  # off-policy CD: the teacher's top-k
+    "sampled_reverse_kl": "topk",  # only token log-probs are used
+    "nll": "topk",  # only the response tokens are used
+}
+
+
+def student_loss(model, mb: LearnBatch, algo, pad_id: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss (0-dim, grad to ``model``) and float metrics for one micro-batch.
+
+    The main term follows ``algo.loss``; when ``algo.nca_beta > 0`` the stop-gradient consistency
+    term ``beta * KL(sg[p(.|x,y<t)] || p(.|c,x,y<t))`` is added, which needs a second forward pass
+    over the with-context sequences.
+    """
+    dev = next(model.parameters()).device
+    T, agg, name = algo.temperature, algo.aggregation, algo.loss
+    teacher_lp = mb.teacher_logprobs.to(dev)  # already at temperature T (the teacher applied it)
+    logits = None
+    if name == "full_reverse_kl":
+        # Memory-flat path: never materialise [B, T, V] student logits; the LM head is applied chunk
+        # by chunk inside the loss (and recomputed in backward).
+        hidden, mask = response_logits(model, mb.student_seqs, mb.resp_lens, pad_id, return_hidden=True)
+        mask = mask & mb.mask.to(dev)
+        loss, m = losses.chunked_full_reverse_kl(hidden, model.get_output_embeddings().weight, teacher_lp, mask,
+                                                 temperature=T, aggregation=agg)
+    else:
+        logits, mask = response_logits(model, mb.student_seqs, mb.resp_lens, pad_id)
+        mask = mask & mb.mask.to(dev)
+        if name == "topk_reverse_kl":
+            loss, m = losses.topk_reverse_kl(logits, mb.support_ids.to(dev), teacher_lp, mask, temperature=T,
+                                             renormalize=algo.renormalize_topk, aggregation=agg)
+        elif name == "forward_kl":
+            loss, m = losses.forward_kl(logits, mb.support_ids.to(dev), teacher_lp, mask, temperature=T,
+                                        renormalize=algo.renormalize_topk, aggregation=agg)
+        elif name == "jsd":
+            # Teacher log-probs already carry T: scale only the student, then compare at T = 1.
+            loss, m = losses.generalized_jsd(logits / T, teacher_lp, mask, beta=algo.jsd_beta, aggregation=agg)
+        elif name == "sampled_reverse_kl":
+            logp = torch.log_softmax(logits.float() / T, -1).gather(-1, mb.response_ids.to(dev)[..., None])[..., 0]
+            loss, m = losses.sampled_reverse_kl(logp, mb.behaviour_logprobs.to(dev), mb.teacher_token_logprobs.to(dev),
+                                                mask, aggregation=agg)
+        elif name == "nll":
+            loss, m = losses.nll(logits, mb.response_ids.to(dev), mask, aggregation=agg)
+        else:
+            raise ValueError(f"unknown algo.loss {name!r}; expected one of {sorted(TEACHER_SUPPORT)}")
+    metrics = {f"loss/{k}": v for k, v in m.items()}
+    if algo.nca_beta > 0:
+        if logits is None:
+            logits, _ = response_logits(model, mb.student_seqs, mb.resp_lens, pad_id)
+        ctx_logits, _ = response_logits(model, mb.context_seqs, mb.resp_lens, pad_id)
+        reg, _ = losses.consistency_regularizer(logits, ctx_logits, mask, temperature=T, aggregation=agg)
+        loss = loss + algo.nca_beta * reg
+        metrics["loss/consistency"] = reg.item()
+    metrics["loss/total"] = loss.item()
+    return loss, metrics

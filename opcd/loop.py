@@ -1,0 +1,165 @@
+"""The training loop: rollout -> teacher score -> learn -> sync -> evaluate / log / checkpoint."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from opcd.actors import start_actors
+from opcd.batch import build_learn_batch, pad_3d
+from opcd.chat import encode_prompt
+from opcd.learner.objective import TEACHER_SUPPORT
+from opcd.modeling import check_same_tokenizer, load_tokenizer
+from opcd.rollout.worker import generate_on
+from opcd.sync import push_weights
+from opcd.tasks import load_task
+from opcd.tasks.records import check_lengths
+from opcd.tracking import Tracker
+
+STUDENT_SAMPLES = {"opcd": 1.0, "opcd_nca": 1.0, "offpolicy_cd": 0.0, "sft": 0.0}  # gkd: algo.gkd_lambda
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def render(tok, records, with_context: bool) -> list[list[int]]:
+    return [encode_prompt(tok, r["prompt"], r["context"] if with_context else "") for r in records]
+
+
+def evaluate(actors, tok, records, verify, max_tokens: int) -> dict[str, float]:
+    """Greedy accuracy through the rollout engines, per context kind and rule group."""
+    if not records:
+        return {}
+    samples = generate_on(actors.workers, render(tok, records, True), {"temperature": 0.0, "max_tokens": max_tokens})
+    groups: dict[str, list[bool]] = {}
+    for rec, s in zip(records, samples):
+        m = rec["metadata"]
+        ok = verify(s.text, rec)
+        groups.setdefault(f"eval/{m.get('group', 'all')}/{m.get('context_kind', 'any')}", []).append(ok)
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
+def save_checkpoint(actors, cfg, out: Path, name: str, tok_path: str) -> Path:
+    """Write an HF model directory atomically (temp dir + rename) and keep the newest N."""
+    import ray
+
+    ckpt_root = out / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp, final = ckpt_root / f".tmp-{name}", ckpt_root / name
+    shutil.rmtree(tmp, ignore_errors=True)
+    ray.get([lr.save_hf.remote(str(tmp), tok_path) for lr in actors.learners])
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    steps = sorted((p for p in ckpt_root.glob("step_*")), key=lambda p: int(p.name.split("_")[1]))
+    for old in steps[:-cfg.keep_checkpoints] if cfg.keep_checkpoints > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def train(cfg, config_dict: dict) -> dict:
+    """Run ``cfg.steps`` OPCD steps; returns the final evaluation metrics."""
+    import ray
+    from tqdm import trange
+
+    out = Path(cfg.output_dir)
+    algo, ro = cfg.algo, cfg.rollout
+    # --- data and tokenizers: every input problem surfaces here, before any actor starts ---
+    tok = load_tokenizer(cfg.model.path)
+    teacher_path = cfg.model.teacher_path or cfg.model.path
+    if teacher_path != cfg.model.path:
+        check_same_tokenizer(tok, load_tokenizer(teacher_path), cfg.model.path, teacher_path)
+    task = load_task(cfg.task)
+    limit = cfg.model.max_model_len - ro.max_tokens
+    train_recs = check_lengths(task.train, [len(p) for p in render(tok, task.train, True)], limit,
+                               cfg.task.too_long, "training")
+    student_prompts, context_prompts = render(tok, train_recs, False), render(tok, train_recs, True)
+    if algo.loss not in TEACHER_SUPPORT:
+        raise ValueError(f"unknown algo.loss {algo.loss!r}; expected one of {sorted(TEACHER_SUPPORT)}")
+    p_student = algo.gkd_lambda if algo.name == "gkd" else STUDENT_SAMPLES.get(algo.name)
+    if p_student is None:
+        raise ValueError(f"unknown algo.name {algo.name!r}; expected opcd, opcd_nca, offpolicy_cd, gkd or sft")
+    # --- actors ---
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False)
+    batch_size = cfg.prompts_per_step * ro.n
+    actors = start_actors(cfg, teacher_path, batch_size)
+    tracker = Tracker(cfg, out, config_dict)
+    rng = random.Random(cfg.seed)
+    order: list[int] = []
+    sampling = {"temperature": ro.temperature, "top_p": ro.top_p, "max_tokens": ro.max_tokens, "n": ro.n,
+                "top_k_logprobs": max(1, algo.top_k)}
+    final: dict[str, float] = {}
+    nonfinite_streak = 0
+    metrics = evaluate(actors, tok, task.eval, task.verify, ro.max_tokens)
+    tracker.log(metrics, step=0)
+    bar = trange(cfg.steps, desc=f"opcd[{algo.name}]", unit="step")
+    for step in bar:
+        t_step = time.perf_counter()
+        # Epoch-wise shuffled prompt order: no prompt repeats before every prompt has been used once.
+        while len(order) < cfg.prompts_per_step:
+            perm = list(range(len(train_recs)))
+            rng.shuffle(perm)
+            order += perm
+        idx, order = order[:cfg.prompts_per_step], order[cfg.prompts_per_step:]
+        # 1. rollout: the student (without context) or, for off-policy baselines, the teacher (with it)
+        t0 = time.perf_counter()
+        on_policy = rng.random() < p_student
+        if on_policy:
+            samples = generate_on(actors.workers, [student_prompts[i] for i in idx], sampling)
+        else:
+            samples = ray.get(actors.teacher.sample.remote([context_prompts[i] for i in idx], **sampling))
+        t_roll = time.perf_counter() - t0
+        rep = [i for i in idx for _ in range(ro.n)]
+        # 2. teacher scores the same responses with the context prepended
+        support = TEACHER_SUPPORT[algo.loss]
+        if support == "student_topk":
+            if not on_policy:
+                raise ValueError(f"algo.loss={algo.loss} needs student rollouts (the student's top-k); "
+                                 f"algo {algo.name} samples from the teacher")
+            T = max(len(s.response_ids) for s in samples)
+            support = pad_3d([s.topk_ids for s in samples], T, algo.top_k, 0, torch.long)
+        ctx_seqs = [context_prompts[i] + s.response_ids for i, s in zip(rep, samples)]
+        scores = ray.get(actors.teacher.score.remote(ctx_seqs, [len(s.response_ids) for s in samples], support,
+                                                     algo.top_k, algo.temperature))
+        # 3. learn: one optimizer step over the batch (each rank takes its shard)
+        batch = build_learn_batch(samples, [student_prompts[i] for i in rep], [context_prompts[i] for i in rep],
+                                  scores)
+        stats = ray.get([lr.train_step.remote(batch) for lr in actors.learners])[0]
+        if stats["nonfinite"]:
+            nonfinite_streak += 1
+            print(f"[opcd] step {step + 1}: non-finite loss, update skipped ({nonfinite_streak} in a row)")
+            if nonfinite_streak >= algo.max_nonfinite_steps:
+                raise NonFiniteLossError(f"{nonfinite_streak} consecutive non-finite losses at step {step + 1}; "
+                                         "lower algo.lr, check the data, or raise algo.max_nonfinite_steps")
+        else:
+            nonfinite_streak = 0
+        # 4. sync the new weights into every engine
+        sync = push_weights(actors.learners[0], actors.workers) if (step + 1) % cfg.sync_every == 0 else {}
+        # 5. evaluate, log, checkpoint
+        resp_tokens = sum(len(s.response_ids) for s in samples)
+        metrics = {**stats, **sync, "rollout/seconds": t_roll, "rollout/tokens_per_s": resp_tokens / t_roll,
+                   "rollout/response_len": resp_tokens / len(samples), "rollout/on_policy": float(on_policy),
+                   "teacher/seconds": scores["seconds"],
+                   "teacher/tokens_per_s": sum(map(len, ctx_seqs)) / scores["seconds"],
+                   "learner/tokens_per_s": stats["learner/tokens"] / stats["learner/seconds"],
+                   "step/seconds": time.perf_counter() - t_step}
+        last = step + 1 == cfg.steps
+        if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
+            if not sync:
+                metrics.update(push_weights(actors.learners[0], actors.workers))
+            final = evaluate(actors, tok, task.eval, task.verify, ro.max_tokens)
+            metrics.update(final)
+        tracker.log(metrics, step=step + 1)
+        bar.set_postfix(loss=f"{stats.get('loss/total', float('nan')):.4f}",
+                        **{k.split("/", 1)[1]: f"{v:.2f}" for k, v in final.items() if "distilled" in k})
+        if last or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+            save_checkpoint(actors, cfg, out, f"step_{step + 1}", cfg.model.path)
+    (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    tracker.finish()
+    return final

@@ -1,0 +1,1 @@
+"""Student rollouts: Ray actors holding vLLM engines that sample responses without the context."""

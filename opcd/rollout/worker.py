@@ -1,0 +1,60 @@
+"""Rollout workers: Ray actors that each hold one vLLM engine with the current student weights."""
+from __future__ import annotations
+
+import time
+
+from opcd.rollout.engine import Sample, make_llm, reload_weights, sample
+
+
+class RolloutWorker:
+    """One vLLM engine. ``generate`` samples; ``load_weights`` swaps weights in place."""
+
+    def __init__(self, model_path: str, engine_kwargs: dict):
+        self.llm = make_llm(model_path, **engine_kwargs)
+
+    def generate(self, prompt_ids: list[list[int]], sampling: dict) -> list[Sample]:
+        return sample(self.llm, prompt_ids, **sampling)
+
+    def load_weights(self, named_tensors) -> float:
+        """Returns the seconds the in-place reload took."""
+        t0 = time.perf_counter()
+        reload_weights(self.llm, named_tensors)
+        return time.perf_counter() - t0
+
+    def score_prompts(self, seqs: list[list[int]], resp_lens: list[int]) -> list[list[float]]:
+        """Engine log-probs of the last ``resp_lens[i]`` tokens of each sequence (prompt log-probs).
+
+        Used to check weight sync: after a push these must equal the learner's own log-probs.
+        """
+        from vllm import SamplingParams
+
+        outs = self.llm.generate([{"prompt_token_ids": s} for s in seqs],
+                                 SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+        res = []
+        for s, n, o in zip(seqs, resp_lens, outs):
+            plp = o.prompt_logprobs  # position 0 is None (nothing predicts the first token)
+            res.append([plp[i][s[i]].logprob for i in range(len(s) - n, len(s))])
+        return res
+
+    def ping(self) -> bool:
+        return True
+
+
+def split_evenly(items: list, parts: int) -> list[list]:
+    """Contiguous, order-preserving split into ``parts`` chunks of near-equal size."""
+    n, r = divmod(len(items), parts)
+    out, i = [], 0
+    for p in range(parts):
+        j = i + n + (1 if p < r else 0)
+        out.append(items[i:j])
+        i = j
+    return out
+
+
+def generate_on(workers: list, prompt_ids: list[list[int]], sampling: dict) -> list[Sample]:
+    """Fan prompts out over ``workers`` (Ray actor handles) and gather samples in prompt order."""
+    import ray
+
+    chunks = split_evenly(prompt_ids, len(workers))
+    refs = [w.generate.remote(c, sampling) for w, c in zip(workers, chunks) if c]
+    return [s for part in ray.get(refs) for s in part]

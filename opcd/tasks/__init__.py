@@ -1,0 +1,50 @@
+"""Tasks: data in the common record format plus a verifier.
+
+``load_task(cfg)`` returns a :class:`TaskData` for ``cfg.name``:
+  * ``toy_rules``: the synthetic rule world (``opcd.tasks.toy_world``), generated deterministically;
+  * ``jsonl``: user records from ``cfg.train_file`` / ``cfg.eval_file`` (see ``opcd.tasks.records``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from opcd.tasks import toy_world
+from opcd.tasks.records import DatasetError, load_jsonl
+
+
+@dataclass
+class TaskData:
+    train: list[dict]  # records the student is trained on (their contexts go to the teacher)
+    eval: list[dict]  # records evaluated with and without context
+    verify: Callable[[str, dict], bool]  # (response text, record) -> correct?
+
+
+def _exact(response: str, record: dict) -> bool:
+    return toy_world.verify(response, record["answer"])
+
+
+def load_task(cfg) -> TaskData:
+    if cfg.name == "toy_rules":
+        for r in cfg.distill_rules:
+            toy_world.get_rule(r)  # clear error on a typo
+        if cfg.context_kind not in ("system", "demos"):
+            raise ValueError(f"task.context_kind must be system or demos, got {cfg.context_kind!r}")
+        train = toy_world.generate("train", rules=list(cfg.distill_rules), context_kinds=(cfg.context_kind,),
+                                   n_per_rule=cfg.train_size, seed=cfg.seed, k_demos=cfg.k_demos)
+        # Distilled rules: every context kind (no-context accuracy is the target). Other rules: with
+        # context only, to see whether distillation harmed what the context still has to do.
+        evals = []
+        for rec in toy_world.generate("test", n_per_rule=cfg.eval_n_per_rule, seed=cfg.seed, k_demos=cfg.k_demos):
+            distilled = rec["metadata"]["rule"] in cfg.distill_rules
+            if distilled or rec["metadata"]["context_kind"] == cfg.context_kind:
+                rec["metadata"]["group"] = "distilled" if distilled else "other"
+                evals.append(rec)
+        return TaskData(train, evals, _exact)
+    if cfg.name == "jsonl":
+        if not cfg.train_file:
+            raise DatasetError("task=jsonl needs task.train_file=<path to records.jsonl>")
+        train = load_jsonl(cfg.train_file)
+        evals = load_jsonl(cfg.eval_file) if cfg.eval_file else []
+        return TaskData(train, evals, _exact)
+    raise ValueError(f"unknown task.name {cfg.name!r}; expected toy_rules or jsonl")

@@ -1,0 +1,71 @@
+"""The record format every task uses, and strict loading of user datasets.
+
+A record is a dict ``{"prompt": str, "context": str, "answer": str, "metadata": dict}``:
+``prompt`` is the user turn, ``context`` the privileged context (system prompt, demonstrations or
+experience; may be empty), ``answer`` the reference for the verifier (may be empty for tasks that
+have none). Bad data fails loudly with the file, the line and the fix.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REQUIRED = ("prompt", "context")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as given; the message names the file/row and the fix."""
+
+
+def validate_record(rec, where: str) -> dict:
+    """Check one record and fill optional fields; ``where`` is e.g. ``'data.jsonl:12'``."""
+    if not isinstance(rec, dict):
+        raise DatasetError(f"{where}: expected a JSON object per line, got {type(rec).__name__}")
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        raise DatasetError(f"{where}: missing column(s) {missing}; every record needs 'prompt' and 'context' "
+                           "(use an empty string for no context)")
+    for k in ("prompt", "context", "answer"):
+        if k in rec and not isinstance(rec[k], str):
+            raise DatasetError(f"{where}: column {k!r} must be a string, got {type(rec[k]).__name__}")
+    if not rec["prompt"].strip():
+        raise DatasetError(f"{where}: empty 'prompt'")
+    return {"prompt": rec["prompt"], "context": rec["context"], "answer": rec.get("answer", ""),
+            "metadata": dict(rec.get("metadata") or {})}
+
+
+def load_jsonl(path: str) -> list[dict]:
+    """Read and validate a JSONL dataset. Raises DatasetError on the first bad line or if empty."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"dataset file {path!r} does not exist")
+    out = []
+    with p.open() as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno}); "
+                                   "each line must be one JSON object") from None
+            out.append(validate_record(rec, f"{path}:{i}"))
+    if not out:
+        raise DatasetError(f"dataset {path!r} is empty; it needs at least one record")
+    return out
+
+
+def check_lengths(records: list[dict], lengths: list[int], max_len: int, policy: str, what: str) -> list[dict]:
+    """Apply the too-long policy: ``refuse`` (raise with the count) or ``skip`` (drop, and say so)."""
+    bad = [i for i, n in enumerate(lengths) if n > max_len]
+    if not bad:
+        return records
+    if policy == "refuse":
+        raise DatasetError(f"{len(bad)} of {len(records)} {what} records exceed the model's maximum length "
+                           f"({max_len} tokens; first offending row {bad[0]}, {lengths[bad[0]]} tokens). "
+                           "Shorten them, raise model.max_model_len, or set task.too_long=skip")
+    if policy == "skip":
+        print(f"[opcd] skipping {len(bad)} of {len(records)} {what} records longer than {max_len} tokens")
+        keep = set(range(len(records))) - set(bad)
+        return [r for i, r in enumerate(records) if i in keep]
+    raise ValueError(f"unknown task.too_long policy {policy!r}; expected refuse or skip")

@@ -1,0 +1,42 @@
+"""The teacher as a Ray actor: a frozen model that scores (and, for off-policy baselines, samples)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from opcd.modeling import load_causal_lm, load_tokenizer
+from opcd.teacher.scoring import score_responses
+
+
+class TeacherActor:
+    """Holds the frozen teacher. Scores with a forward pass; samples through a lazily built vLLM engine."""
+
+    def __init__(self, model_path: str, dtype: str, device: str, threads: int, micro_batch_size: int,
+                 engine_kwargs: dict):
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        self.model_path = model_path
+        self.model = load_causal_lm(model_path, dtype, device).eval().requires_grad_(False)
+        self.pad_id = load_tokenizer(model_path).pad_token_id
+        self.micro_batch_size = micro_batch_size
+        self.engine_kwargs = engine_kwargs
+        self._llm = None
+
+    def score(self, seqs, resp_lens, support, k: int, temperature: float) -> dict:
+        t0 = time.perf_counter()
+        out = score_responses(self.model, seqs, resp_lens, self.pad_id, support=support, k=k,
+                              temperature=temperature, micro_batch_size=self.micro_batch_size)
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+    def sample(self, prompt_ids, **sampling):
+        """Teacher-generated responses (with context) for off-policy CD, SFT and GKD."""
+        from opcd.rollout.engine import make_llm, sample
+
+        if self._llm is None:
+            self._llm = make_llm(self.model_path, **self.engine_kwargs)
+        return sample(self._llm, prompt_ids, **sampling)
+
+    def ping(self) -> bool:
+        return True

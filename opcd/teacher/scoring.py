@@ -1,0 +1,53 @@
+"""Teacher scoring as a pure function of a model and token sequences (no Ray).
+
+We score with a plain batched forward pass (log-softmax + gather), not vLLM prompt log-probs:
+vLLM returns prompt top-k as Python dicts per position, which costs more than the forward itself
+for short responses, and it cannot return log-probs at *given* ids (the student's top-k), which
+the OPCD loss needs. ``benchmarks/bench_teacher.py`` measures the choice.
+"""
+from __future__ import annotations
+
+import torch
+
+from opcd.modeling import response_logits
+
+
+@torch.no_grad()
+def score_responses(model, seqs: list[list[int]], resp_lens: list[int], pad_id: int, *,
+                    support: str | torch.Tensor = "topk", k: int = 16, temperature: float = 1.0,
+                    micro_batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Teacher log-probs over the response positions of ``seqs`` (context + prompt + response).
+
+    ``support`` selects the token ids scored at each position:
+      * a long tensor [B, T, k]: those ids (the student's top-k, for the OPCD reverse KL);
+      * ``"topk"``: the teacher's own k most likely tokens (forward KL on teacher samples);
+      * ``"full"``: every vocabulary id (k = V), for full-vocabulary losses on small vocabularies.
+
+    Returns ``support_ids`` [B, T, k] long, ``logprobs`` [B, T, k] and ``token_logprobs`` [B, T]
+    (log-prob of the response token itself), in nats at ``temperature``; padded positions are 0.
+    """
+    B, T = len(seqs), max(max(resp_lens), 1)
+    out_ids, out_lp, out_tok = [], [], []
+    for i in range(0, B, micro_batch_size):
+        sl = slice(i, i + micro_batch_size)
+        logits, mask = response_logits(model, seqs[sl], resp_lens[sl], pad_id)
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [b, t, V]
+        t = logp.shape[1]
+        resp = torch.zeros(logp.shape[:2], dtype=torch.long, device=logp.device)
+        for j, (s, r) in enumerate(zip(seqs[sl], resp_lens[sl])):
+            resp[j, :r] = torch.tensor(s[len(s) - r:], dtype=torch.long)
+        tok = torch.gather(logp, -1, resp[..., None])[..., 0] * mask
+        if isinstance(support, torch.Tensor):
+            ids = support[sl, :t].to(logp.device)
+        elif support == "topk":
+            ids = logp.topk(k, dim=-1).indices
+        elif support == "full":
+            ids = torch.arange(logp.shape[-1], device=logp.device).expand(*logp.shape[:2], -1)
+        else:
+            raise ValueError(f"unknown support {support!r}; expected a tensor, 'topk' or 'full'")
+        lp = torch.gather(logp, -1, ids) * mask[..., None]
+        pad = T - t
+        out_ids.append(torch.nn.functional.pad(ids, (0, 0, 0, pad)).cpu())
+        out_lp.append(torch.nn.functional.pad(lp, (0, 0, 0, pad)).cpu())
+        out_tok.append(torch.nn.functional.pad(tok, (0, pad)).cpu())
+    return {"support_ids": torch.cat(out_ids), "logprobs": torch.cat(out_lp), "token_logprobs": torch.cat(out_tok)}

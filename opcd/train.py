@@ -1,0 +1,35 @@
+"""Hydra entry point: ``python -m opcd.train [experiment=...] [group=option ...] [key=value ...]``.
+
+With no arguments it runs the default experiment (``conf/experiment/toy_opcd.yaml``): OPCD on the
+shipped tiny model, distilling one toy-world rule's system prompt, with 2 vLLM rollout workers, a
+teacher actor and a DeepSpeed learner as separate Ray actors.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from opcd.config import register_configs
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from opcd.loop import train
+    from opcd.tasks.records import DatasetError
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    print(OmegaConf.to_yaml(cfg))
+    try:
+        final = train(cfg, OmegaConf.to_container(cfg, resolve=True))
+    except (FileNotFoundError, DatasetError, ValueError) as e:
+        sys.exit(f"opcd.train: error: {e}")
+    print("final evaluation:", {k: round(v, 4) for k, v in final.items()})
+
+
+if __name__ == "__main__":
+    main()
