@@ -44,7 +44,7 @@ class LearnBatch:
 
     def slice(self, i: int, j: int) -> "LearnBatch":
         """Sequences i..j-1 (a micro-batch), trimmed to their own longest response."""
-        T = max(max(self.resp_lens[i:j]), 1)
+        T = max(max(self.resp_lens[i:j], default=0), 1)
         return LearnBatch(self.student_seqs[i:j], self.context_seqs[i:j], self.resp_lens[i:j],
                           self.response_ids[i:j, :T], self.mask[i:j, :T], self.support_ids[i:j, :T],
                           self.teacher_logprobs[i:j, :T], self.behaviour_logprobs[i:j, :T],

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 CONTEXT_KINDS = ("system", "demos", "none")
 SPLITS = ("train", "validation", "test")
+PARAPHRASE_SETS = ("train", "heldout", "all")
 
 
 def _shift(s: str, k: int) -> str:
@@ -152,6 +153,8 @@ def make_context(rule: Rule, kind: str, rng: random.Random, split: str, k_demos:
     ``paraphrases`` picks descriptions from the pretraining set ('train'), the held-out set
     ('heldout') or both ('all').
     """
+    if paraphrases not in PARAPHRASE_SETS:
+        raise ValueError(f"unknown paraphrases {paraphrases!r}; expected one of {PARAPHRASE_SETS}")
     if kind == "none":
         return "", {}
     if kind == "system":
@@ -177,6 +180,8 @@ def generate(split: str, rules: list[str] | None = None, n_per_rule: int = 100,
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if paraphrases not in PARAPHRASE_SETS:
+        raise ValueError(f"unknown paraphrases {paraphrases!r}; expected one of {PARAPHRASE_SETS}")
     names = list(rules) if rules else [r.name for r in RULES]
     out: list[dict] = []
     for name in names:
