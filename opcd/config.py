@@ -32,6 +32,7 @@ class TaskConfig:
     context_kind: str = "system"  # toy world: context given to the teacher (system | demos)
     k_demos: int = 4  # toy world: demonstrations per context when context_kind=demos
     train_size: int = 4096  # toy world: training prompts generated per distilled rule
+    retain_ratio: float = 0.0  # toy world: retain prompts (other rules, context shown to the student too) per distilled prompt
     eval_n_per_rule: int = 64  # test prompts per rule and context kind in periodic evaluation
     train_file: Optional[str] = None  # jsonl task: path of the training records (prompt, context, answer)
     eval_file: Optional[str] = None  # jsonl task: path of the evaluation records

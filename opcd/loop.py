@@ -77,7 +77,11 @@ def train(cfg, config_dict: dict) -> dict:
     limit = cfg.model.max_model_len - ro.max_tokens
     train_recs = check_lengths(task.train, [len(p) for p in render(tok, task.train, True)], limit,
                                cfg.task.too_long, "training")
-    student_prompts, context_prompts = render(tok, train_recs, False), render(tok, train_recs, True)
+    context_prompts = render(tok, train_recs, True)
+    # The student never sees the context, except on retain records (metadata.retain), which anchor
+    # behaviour that must survive distillation.
+    student_prompts = [c if r["metadata"].get("retain") else p
+                       for r, p, c in zip(train_recs, render(tok, train_recs, False), context_prompts)]
     if algo.loss not in TEACHER_SUPPORT:
         raise ValueError(f"unknown algo.loss {algo.loss!r}; expected one of {sorted(TEACHER_SUPPORT)}")
     p_student = algo.gkd_lambda if algo.name == "gkd" else STUDENT_SAMPLES.get(algo.name)

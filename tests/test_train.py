@@ -18,7 +18,7 @@ def _train(tmp_path, *overrides, timeout=1200):
 
 def test_short_default_run_raises_no_context_accuracy(tmp_path):
     """A shortened default experiment: no-context accuracy on the distilled rule must rise."""
-    _, rows = _train(tmp_path, "steps=12", "eval_every=12", "task.eval_n_per_rule=48")
+    _, rows = _train(tmp_path, "steps=20", "eval_every=20", "task.eval_n_per_rule=48")
     start, end = rows[0], rows[-1]
     key = "eval/distilled/none"
     assert end[key] >= start[key] + 0.2, (start[key], end[key])
@@ -28,7 +28,7 @@ def test_short_default_run_raises_no_context_accuracy(tmp_path):
     # The checkpoint is a plain HF directory that transformers loads.
     from transformers import AutoModelForCausalLM
 
-    ckpt = tmp_path / "checkpoints" / "step_12"
+    ckpt = tmp_path / "checkpoints" / "step_20"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "tokenizer.json").exists()
     AutoModelForCausalLM.from_pretrained(ckpt)
 

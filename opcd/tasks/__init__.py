@@ -32,6 +32,16 @@ def load_task(cfg) -> TaskData:
             raise ValueError(f"task.context_kind must be system or demos, got {cfg.context_kind!r}")
         train = toy_world.generate("train", rules=list(cfg.distill_rules), context_kinds=(cfg.context_kind,),
                                    n_per_rule=cfg.train_size, seed=cfg.seed, k_demos=cfg.k_demos)
+        others = [r.name for r in toy_world.RULES if r.name not in cfg.distill_rules]
+        n_retain = round(cfg.retain_ratio * len(train) / max(1, len(others)))
+        if n_retain and others:
+            # Retain records keep the context on the student side as well: their reverse KL anchors the
+            # with-context behaviour of the other rules to the frozen teacher while the distilled rule's
+            # context is being removed (without them a 1M-parameter student turns into a reverser).
+            for rec in toy_world.generate("train", rules=others, context_kinds=(cfg.context_kind,),
+                                          n_per_rule=n_retain, seed=cfg.seed, k_demos=cfg.k_demos):
+                rec["metadata"]["retain"] = True
+                train.append(rec)
         # Distilled rules: every context kind (no-context accuracy is the target). Other rules: with
         # context only, to see whether distillation harmed what the context still has to do.
         evals = []

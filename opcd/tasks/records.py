@@ -3,7 +3,8 @@
 A record is a dict ``{"prompt": str, "context": str, "answer": str, "metadata": dict}``:
 ``prompt`` is the user turn, ``context`` the privileged context (system prompt, demonstrations or
 experience; may be empty), ``answer`` the reference for the verifier (may be empty for tasks that
-have none). Bad data fails loudly with the file, the line and the fix.
+have none). ``metadata.retain = true`` marks a *retain* record: the student sees the context too,
+so the loss keeps its with-context behaviour close to the teacher's. Bad data fails loudly with the file, the line and the fix.
 """
 from __future__ import annotations
 
