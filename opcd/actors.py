@@ -21,7 +21,8 @@ def engine_kwargs(cfg, seed_offset: int = 0, threads: int | None = None) -> dict
     r, m = cfg.rollout, cfg.model
     return dict(engine=r.engine, dtype=m.dtype, max_model_len=m.max_model_len, seed=r.seed + seed_offset,
                 threads=threads or r.threads, kv_cache_gb=r.kv_cache_gb,
-                gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size)
+                gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
+                max_logprobs=max(20, cfg.algo.top_k))
 
 
 @dataclass

@@ -87,6 +87,9 @@ def train(cfg, config_dict: dict) -> dict:
     p_student = algo.gkd_lambda if algo.name == "gkd" else STUDENT_SAMPLES.get(algo.name)
     if p_student is None:
         raise ValueError(f"unknown algo.name {algo.name!r}; expected opcd, opcd_nca, offpolicy_cd, gkd or sft")
+    if TEACHER_SUPPORT[algo.loss] == "student_topk" and p_student < 1.0:
+        raise ValueError(f"algo.loss={algo.loss} needs student rollouts (the student's top-k), but algo "
+                         f"{algo.name} samples from the teacher; use loss=forward_kl, jsd or nll")
     # --- actors ---
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=True,
@@ -96,8 +99,10 @@ def train(cfg, config_dict: dict) -> dict:
     tracker = Tracker(cfg, out, config_dict)
     rng = random.Random(cfg.seed)
     order: list[int] = []
+    # Only the OPCD reverse KL needs the student's top-k from the engine; the rest need the sampled token's.
+    student_topk = TEACHER_SUPPORT[algo.loss] == "student_topk"
     sampling = {"temperature": ro.temperature, "top_p": ro.top_p, "max_tokens": ro.max_tokens, "n": ro.n,
-                "top_k_logprobs": max(1, algo.top_k)}
+                "top_k_logprobs": algo.top_k if student_topk else 1}
     final: dict[str, float] = {}
     nonfinite_streak = 0
     metrics = evaluate(actors, tok, task.eval, task.verify, ro.max_tokens)
@@ -122,10 +127,7 @@ def train(cfg, config_dict: dict) -> dict:
         rep = [i for i in idx for _ in range(ro.n)]
         # 2. teacher scores the same responses with the context prepended
         support = TEACHER_SUPPORT[algo.loss]
-        if support == "student_topk":
-            if not on_policy:
-                raise ValueError(f"algo.loss={algo.loss} needs student rollouts (the student's top-k); "
-                                 f"algo {algo.name} samples from the teacher")
+        if student_topk:
             T = max(len(s.response_ids) for s in samples)
             support = pad_3d([s.topk_ids for s in samples], T, algo.top_k, 0, torch.long)
         ctx_seqs = [context_prompts[i] + s.response_ids for i, s in zip(rep, samples)]

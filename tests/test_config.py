@@ -28,7 +28,7 @@ def test_default_train_config():
     assert cfg.task.name == "toy_rules" and list(cfg.task.distill_rules) == ["reverse"]
     assert cfg.rollout.engine == "vllm_cpu" and cfg.learner.backend == "gloo" and cfg.learner.device == "cpu"
     assert cfg.logger.kind == "wandb" and cfg.logger.mode == "offline"
-    assert cfg.steps == 60 and cfg.prompts_per_step == 64 and cfg.eval_every == 10
+    assert cfg.steps == 200 and cfg.prompts_per_step == 64 and cfg.eval_every == 10
     # Schema-only groups are filled from the dataclasses.
     assert cfg.teacher.micro_batch_size == C.TeacherConfig().micro_batch_size
     # Every schema field is present (struct mode: nothing else is).

@@ -22,7 +22,7 @@ def engine_env(engine: str, kv_cache_gb: int = 1, threads: int = 1) -> dict[str,
 
 def make_llm(model_path: str, engine: str, *, dtype: str = "float32", max_model_len: int = 256,
              seed: int = 0, threads: int = 1, kv_cache_gb: int = 1, gpu_memory_utilization: float = 0.5,
-             tensor_parallel_size: int = 1):
+             tensor_parallel_size: int = 1, max_logprobs: int = 20):
     """Construct a ``vllm.LLM`` for ``model_path`` on the configured engine."""
     os.environ.update(engine_env(engine, kv_cache_gb, threads))
     import torch
@@ -33,7 +33,8 @@ def make_llm(model_path: str, engine: str, *, dtype: str = "float32", max_model_
     from vllm import LLM
 
     kwargs = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                  enforce_eager=engine == "vllm_cpu", tensor_parallel_size=tensor_parallel_size)
+                  enforce_eager=engine == "vllm_cpu", tensor_parallel_size=tensor_parallel_size,
+                  max_logprobs=max_logprobs)  # vLLM refuses top-k log-probs beyond this (default 20)
     if engine == "vllm_cuda":
         kwargs["gpu_memory_utilization"] = gpu_memory_utilization
     return LLM(**kwargs)
@@ -79,6 +80,23 @@ def sample(llm, prompt_ids: list[list[int]], *, temperature: float, top_p: float
     return samples
 
 
+def _retie_embeddings(worker) -> None:
+    """Re-point a tied LM head at the (reloaded) input embedding inside a vLLM worker.
+
+    vLLM's layer-wise reload swaps in new parameter tensors, which silently unties a
+    ``tie_word_embeddings`` model: the LM head would keep the *old* embedding and the engine's
+    log-probs would drift from the learner's (caught by tests/sync/test_sync.py). On CPU the head's
+    GEMM also caches a packed copy of its weight, so it is re-dispatched after re-tying.
+    """
+    model = worker.model_runner.get_model()
+    tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
+    if tied and hasattr(model, "lm_head") and hasattr(getattr(model, "model", None), "embed_tokens"):
+        model.lm_head.weight = model.model.embed_tokens.weight
+        method = getattr(model.lm_head, "quant_method", None)
+        if method is not None:
+            method.process_weights_after_loading(model.lm_head)
+
+
 def reload_weights(llm, named_tensors) -> None:
     """Load new weights into a running engine in place (no restart), then drop cached prefixes.
 
@@ -86,4 +104,5 @@ def reload_weights(llm, named_tensors) -> None:
     fused layers (qkv, gate_up) itself.
     """
     llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(named_tensors))})
+    llm.collective_rpc(_retie_embeddings)
     llm.reset_prefix_cache()
