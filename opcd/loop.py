@@ -5,6 +5,7 @@ import json
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -61,27 +62,25 @@ def save_checkpoint(actors, cfg, out: Path, name: str, tok_path: str) -> Path:
     return final
 
 
-def train(cfg, config_dict: dict) -> dict:
-    """Run ``cfg.steps`` OPCD steps; returns the final evaluation metrics."""
-    import ray
-    from tqdm import trange
+@dataclass
+class Prepared:
+    """Everything the loop needs before any actor starts; building it surfaces every input error."""
 
-    out = Path(cfg.output_dir)
-    algo, ro = cfg.algo, cfg.rollout
-    # --- data and tokenizers: every input problem surfaces here, before any actor starts ---
+    tok: object  # the student's tokenizer (the teacher's is checked to be identical)
+    teacher_path: str  # teacher model directory
+    task: object  # TaskData: train/eval records and the verifier
+    train_recs: list[dict]  # training records that fit the model
+    student_prompts: list[list[int]]  # what the student is asked (no context, except retain records)
+    context_prompts: list[list[int]]  # what the teacher sees (with context)
+    p_student: float  # probability that a step's responses come from the student (on-policy)
+
+
+def prepare(cfg) -> Prepared:
+    algo = cfg.algo
     tok = load_tokenizer(cfg.model.path)
     teacher_path = cfg.model.teacher_path or cfg.model.path
     if teacher_path != cfg.model.path:
         check_same_tokenizer(tok, load_tokenizer(teacher_path), cfg.model.path, teacher_path)
-    task = load_task(cfg.task)
-    limit = cfg.model.max_model_len - ro.max_tokens
-    train_recs = check_lengths(task.train, [len(p) for p in render(tok, task.train, True)], limit,
-                               cfg.task.too_long, "training")
-    context_prompts = render(tok, train_recs, True)
-    # The student never sees the context, except on retain records (metadata.retain), which anchor
-    # behaviour that must survive distillation.
-    student_prompts = [c if r["metadata"].get("retain") else p
-                       for r, p, c in zip(train_recs, render(tok, train_recs, False), context_prompts)]
     if algo.loss not in TEACHER_SUPPORT:
         raise ValueError(f"unknown algo.loss {algo.loss!r}; expected one of {sorted(TEACHER_SUPPORT)}")
     p_student = algo.gkd_lambda if algo.name == "gkd" else STUDENT_SAMPLES.get(algo.name)
@@ -90,12 +89,34 @@ def train(cfg, config_dict: dict) -> dict:
     if TEACHER_SUPPORT[algo.loss] == "student_topk" and p_student < 1.0:
         raise ValueError(f"algo.loss={algo.loss} needs student rollouts (the student's top-k), but algo "
                          f"{algo.name} samples from the teacher; use loss=forward_kl, jsd or nll")
+    task = load_task(cfg.task)
+    limit = cfg.model.max_model_len - cfg.rollout.max_tokens
+    train_recs = check_lengths(task.train, [len(p) for p in render(tok, task.train, True)], limit,
+                               cfg.task.too_long, "training")
+    context_prompts = render(tok, train_recs, True)
+    # The student never sees the context, except on retain records (metadata.retain), which anchor
+    # behaviour that must survive distillation.
+    student_prompts = [c if r["metadata"].get("retain") else p
+                       for r, p, c in zip(train_recs, render(tok, train_recs, False), context_prompts)]
+    return Prepared(tok, teacher_path, task, train_recs, student_prompts, context_prompts, p_student)
+
+
+def train(cfg, config_dict: dict) -> dict:
+    """Run ``cfg.steps`` steps of ``cfg.algo``; returns the final evaluation metrics."""
+    import ray
+    from tqdm import trange
+
+    out = Path(cfg.output_dir)
+    algo, ro = cfg.algo, cfg.rollout
+    prep = prepare(cfg)
+    tok, task, train_recs = prep.tok, prep.task, prep.train_recs
+    student_prompts, context_prompts, p_student = prep.student_prompts, prep.context_prompts, prep.p_student
     # --- actors ---
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=True,
                  configure_logging=False)
     batch_size = cfg.prompts_per_step * ro.n
-    actors = start_actors(cfg, teacher_path, batch_size)
+    actors = start_actors(cfg, prep.teacher_path, batch_size)
     tracker = Tracker(cfg, out, config_dict)
     rng = random.Random(cfg.seed)
     order: list[int] = []

@@ -28,6 +28,11 @@ def main(cfg: DictConfig) -> None:
         final = train(cfg, OmegaConf.to_container(cfg, resolve=True))
     except (FileNotFoundError, DatasetError, ValueError) as e:
         sys.exit(f"opcd.train: error: {e}")
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
     print("final evaluation:", {k: round(v, 4) for k, v in final.items()})
 
 
