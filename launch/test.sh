@@ -9,6 +9,7 @@ PY="$ROOT/.venv/bin/python"
 REPORTS="$(mktemp -d)"
 "$PY" -m pytest -m "not slow" --junitxml="$REPORTS/fast.xml" "$@"; fast=$?
 "$PY" -m pytest -m slow --junitxml="$REPORTS/slow.xml" "$@"; slow=$?
+echo "fast tests exit code: $fast, slow tests exit code: $slow"
 # One combined closing line for both runs (pytest's exit code 5, "no tests collected", counts as a failure).
 "$PY" - "$REPORTS" <<'PYEOF'
 import sys, pathlib, xml.etree.ElementTree as ET
@@ -20,5 +21,4 @@ for f in pathlib.Path(sys.argv[1]).glob("*.xml"):
 failed = n["failures"] + n["errors"]
 print(f"tests: {n['tests'] - failed - n['skipped']} passed, {failed} failed, {n['skipped']} skipped")
 PYEOF
-echo "fast tests exit code: $fast, slow tests exit code: $slow"
 [[ $fast -eq 0 && $slow -eq 0 ]]
