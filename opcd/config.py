@@ -95,6 +95,8 @@ class LearnerConfig:
     offload: bool = False  # ZeRO optimizer offload to CPU (stage >= 1)
     precision: str = "fp32"  # fp32 | bf16 (fp16 is unsupported on CPU)
     micro_batch_size: int = 32  # sequences per forward/backward
+    optimizer: str = "AdamW"  # DeepSpeed optimizer type (AdamW | Adam | SGD ...); Adam* use torch's implementation
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam betas
     grad_accum_steps: int = 0  # micro-batches per optimizer step; 0 = one step per rollout batch
 
 

@@ -23,14 +23,18 @@ def deepspeed_config(learner, algo, batch_size: int, world_size: int) -> dict:
     mbs = min(learner.micro_batch_size, per_rank)
     gas = learner.grad_accum_steps or math.ceil(per_rank / mbs)
     zero = {"stage": learner.zero_stage}
+    params = {"lr": algo.lr, "weight_decay": algo.weight_decay}
+    if learner.optimizer.lower().startswith("adam"):
+        # torch's Adam(W): DeepSpeed's fused CPU Adam needs a ~70 s JIT build on every fresh machine.
+        params.update(betas=list(learner.betas), eps=1e-8, torch_adam=True)
+    optimizer = {"type": learner.optimizer, "params": params}
     if learner.offload and learner.zero_stage >= 1:
         zero["offload_optimizer"] = {"device": "cpu"}
     cfg = {
         "train_micro_batch_size_per_gpu": mbs,
         "gradient_accumulation_steps": gas,
         "train_batch_size": mbs * gas * world_size,
-        "optimizer": {"type": "AdamW", "params": {"lr": algo.lr, "betas": [0.9, 0.999], "eps": 1e-8,
-                                                  "weight_decay": algo.weight_decay, "torch_adam": True}},
+        "optimizer": optimizer,
         "zero_optimization": zero,
         "gradient_clipping": algo.grad_clip,
         "bf16": {"enabled": learner.precision == "bf16"},

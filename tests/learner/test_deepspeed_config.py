@@ -76,3 +76,10 @@ def test_config_is_json_serialisable():
 
     cfg = _ds(64, 2, zero_stage=2, offload=True, precision="bf16")
     assert json.loads(json.dumps(cfg)) == cfg
+
+
+def test_optimizer_type_and_betas_come_from_config():
+    cfg = _ds(64, 1, optimizer="SGD")
+    assert cfg["optimizer"]["type"] == "SGD" and "torch_adam" not in cfg["optimizer"]["params"]
+    cfg = _ds(64, 1, betas=[0.8, 0.95])
+    assert cfg["optimizer"]["params"]["betas"] == [0.8, 0.95]
