@@ -116,7 +116,9 @@ class LearnerActor:
         Gradients are zeroed and the optimizer runs with lr = 0, so AdamW leaves every parameter
         unchanged (weight decay is scaled by lr too); only its moment estimates decay slightly.
         """
-        self.engine.zero_grad()
+        for p in self.engine.module.parameters():
+            if p.grad is not None:
+                p.grad.zero_()  # in place: DeepSpeed's clipping expects every gradient to exist
         opt = self.engine.optimizer
         saved = [g["lr"] for g in opt.param_groups]
         for g in opt.param_groups:
