@@ -43,7 +43,7 @@ def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
     r, t, lc = cfg.rollout, cfg.teacher, cfg.learner
     env = {"env_vars": engine_env(r.engine, r.kv_cache_gb, r.threads)}
     workers = [ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus * r.tensor_parallel_size,
-                                                 runtime_env=env, name=None)
+                                                 runtime_env=env)
                .remote(cfg.model.path, engine_kwargs(cfg, seed_offset=i)) for i in range(r.num_workers)]
     tenv = {"env_vars": engine_env(r.engine, r.kv_cache_gb, t.threads)}
     teacher = ray.remote(TeacherActor).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env=tenv).remote(

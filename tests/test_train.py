@@ -51,3 +51,15 @@ def test_every_algo_runs_a_step(tmp_path, algo):
     assert len(rows) == 3 and all(r["nonfinite"] == 0.0 for r in rows[1:])
     loss_key = {"opcd_nca": "loss/consistency", "offpolicy_cd": "loss/kl", "gkd": "loss/jsd", "sft": "loss/nll"}[algo]
     assert loss_key in rows[1]
+
+
+def test_hydra_multirun_runs_each_job_in_its_own_directory(tmp_path):
+    """`-m` sweeps run their jobs one after another (Ray is shut down and restarted between jobs)."""
+    r = subprocess.run([sys.executable, "-m", "opcd.train", "-m", "steps=1,2", "eval_every=0", "prompts_per_step=8",
+                        "task.eval_n_per_rule=4", "logger=none", "rollout.num_workers=1",
+                        f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-5000:]
+    finals = sorted(tmp_path.glob("*/final_metrics.json"))
+    assert len(finals) == 2
+    steps = sorted(len((f.parent / "metrics.jsonl").read_text().splitlines()) - 1 for f in finals)
+    assert steps == [1, 2]
