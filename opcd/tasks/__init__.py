@@ -55,6 +55,10 @@ def load_task(cfg) -> TaskData:
         if not cfg.train_file:
             raise DatasetError("task=jsonl needs task.train_file=<path to records.jsonl>")
         train = load_jsonl(cfg.train_file)
-        evals = load_jsonl(cfg.eval_file) if cfg.eval_file else []
+        evals = []
+        # Each evaluation record is scored twice: with its context and without it (the distilled view).
+        for rec in load_jsonl(cfg.eval_file) if cfg.eval_file else []:
+            evals.append({**rec, "metadata": {**rec["metadata"], "group": "eval", "context_kind": "context"}})
+            evals.append({**rec, "context": "", "metadata": {**rec["metadata"], "group": "eval", "context_kind": "none"}})
         return TaskData(train, evals, _exact)
     raise ValueError(f"unknown task.name {cfg.name!r}; expected toy_rules or jsonl")

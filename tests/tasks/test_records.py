@@ -192,9 +192,11 @@ def test_jsonl_task_loads_files(tmp_path):
     data = load_task(_cfg(name="jsonl", train_file=train))
     assert data.train == [{"prompt": "abc", "context": "rev", "answer": "cba", "metadata": {}}]
     assert data.eval == []
-    ev = _write(tmp_path, [_j(prompt="x", context="", answer="y"), _j(prompt="z", context="")], "eval.jsonl")
+    ev = _write(tmp_path, [_j(prompt="x", context="c1", answer="y"), _j(prompt="z", context="c2")], "eval.jsonl")
     data = load_task(_cfg(name="jsonl", train_file=train, eval_file=ev))
-    assert [r["prompt"] for r in data.eval] == ["x", "z"]
+    # every evaluation record is scored with its context and without it
+    assert [(r["prompt"], r["context"], r["metadata"]["context_kind"]) for r in data.eval] == [
+        ("x", "c1", "context"), ("x", "", "none"), ("z", "c2", "context"), ("z", "", "none")]
     assert data.verify(" y ", data.eval[0]) and not data.verify("x", data.eval[0])
 
 
