@@ -36,11 +36,10 @@ def main() -> None:
     from omegaconf import OmegaConf
     from vllm import SamplingParams
 
-    from opcd.actors import engine_kwargs
     from opcd.chat import encode_prompt
     from opcd.config import TrainConfig
     from opcd.modeling import load_tokenizer
-    from opcd.rollout.engine import make_llm, engine_env
+    from opcd.rollout.engine import engine_env, engine_kwargs, make_llm
     from opcd.rollout.worker import RolloutWorker, generate_on
     from opcd.tasks.pretrain import DEFAULT_OUT
     from opcd.tasks.toy_world import generate
@@ -54,7 +53,8 @@ def main() -> None:
     cfg = OmegaConf.structured(TrainConfig())
     ray.init(include_dashboard=False, log_to_driver=False)
     env = {"env_vars": engine_env("vllm_cpu", 1, 1)}
-    workers = [ray.remote(RolloutWorker).options(num_cpus=0.5, runtime_env=env).remote(model, engine_kwargs(cfg, i))
+    kw = [engine_kwargs(cfg.model, cfg.rollout, seed_offset=i, top_k=16) for i in range(2)]
+    workers = [ray.remote(RolloutWorker).options(num_cpus=0.5, runtime_env=env).remote(model, kw[i])
                for i in range(2)]
     ray.get([w.ping.remote() for w in workers])
 

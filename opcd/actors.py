@@ -8,21 +8,13 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from opcd.rollout.engine import engine_env
+from opcd.rollout.engine import engine_env, engine_kwargs
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def engine_kwargs(cfg, seed_offset: int = 0, threads: int | None = None) -> dict:
-    r, m = cfg.rollout, cfg.model
-    return dict(engine=r.engine, dtype=m.dtype, max_model_len=m.max_model_len, seed=r.seed + seed_offset,
-                threads=threads or r.threads, kv_cache_gb=r.kv_cache_gb,
-                gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size,
-                max_logprobs=max(20, cfg.algo.top_k))
 
 
 @dataclass
@@ -44,11 +36,12 @@ def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
     env = {"env_vars": engine_env(r.engine, r.kv_cache_gb, r.threads)}
     workers = [ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus * r.tensor_parallel_size,
                                                  runtime_env=env)
-               .remote(cfg.model.path, engine_kwargs(cfg, seed_offset=i)) for i in range(r.num_workers)]
+               .remote(cfg.model.path, engine_kwargs(cfg.model, r, seed_offset=i, top_k=cfg.algo.top_k))
+               for i in range(r.num_workers)]
     tenv = {"env_vars": engine_env(r.engine, r.kv_cache_gb, t.threads)}
     teacher = ray.remote(TeacherActor).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env=tenv).remote(
         teacher_path, cfg.model.dtype, lc.device, t.threads, t.micro_batch_size,
-        engine_kwargs(cfg, seed_offset=1000, threads=t.threads))
+        engine_kwargs(cfg.model, r, seed_offset=1000, threads=t.threads, top_k=cfg.algo.top_k))
     port = free_port()
     lenv = {"env_vars": {"DS_ACCELERATOR": "cpu"} if lc.device == "cpu" else {}}
     learners = [ray.remote(LearnerActor).options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env=lenv)

@@ -137,6 +137,7 @@ class EvalConfig:
     split: str = "test"  # toy-world split: train | validation | test
     rules: List[str] = field(default_factory=list)  # rules to evaluate; empty = all
     n_per_rule: int = 100  # prompts per rule and context kind
+    context_kinds: List[str] = field(default_factory=lambda: ["system", "demos", "none"])  # conditions to evaluate
     paraphrases: str = "train"  # descriptions used as system prompts: train | heldout | all
     k_demos: int = 4  # demonstrations per prompt in the demos condition
     seed: int = 0  # data seed of the evaluation prompts

@@ -23,18 +23,16 @@ register_configs()
 def run_eval(cfg) -> dict:
     from opcd.eval.toy import evaluate, format_table
     from opcd.modeling import load_tokenizer
-    from opcd.rollout.engine import make_llm, sample
+    from opcd.rollout.engine import engine_kwargs, make_llm, sample
     from opcd.tasks.toy_world import SPLITS, generate
 
     if cfg.split not in SPLITS:
         raise ValueError(f"unknown split {cfg.split!r}; the toy world has splits {', '.join(SPLITS)}")
     tok = load_tokenizer(cfg.model.path)
     records = generate(cfg.split, rules=list(cfg.rules) or None, n_per_rule=cfg.n_per_rule, seed=cfg.seed,
-                       k_demos=cfg.k_demos, paraphrases=cfg.paraphrases)
+                       context_kinds=tuple(cfg.context_kinds), k_demos=cfg.k_demos, paraphrases=cfg.paraphrases)
     r = cfg.rollout
-    llm = make_llm(cfg.model.path, r.engine, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
-                   seed=r.seed, threads=r.threads, kv_cache_gb=r.kv_cache_gb,
-                   gpu_memory_utilization=r.gpu_memory_utilization, tensor_parallel_size=r.tensor_parallel_size)
+    llm = make_llm(cfg.model.path, **engine_kwargs(cfg.model, r))
 
     def greedy(prompts):
         return [s.text for s in sample(llm, prompts, temperature=0.0, max_tokens=r.max_tokens, use_tqdm=True)]

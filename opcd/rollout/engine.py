@@ -20,6 +20,18 @@ def engine_env(engine: str, kv_cache_gb: int = 1, threads: int = 1) -> dict[str,
     raise ValueError(f"unknown rollout.engine {engine!r}; expected vllm_cpu or vllm_cuda")
 
 
+def engine_kwargs(model, rollout, seed_offset: int = 0, threads: int | None = None, top_k: int = 0) -> dict:
+    """``make_llm`` keyword arguments from a ``ModelConfig`` and a ``RolloutConfig``.
+
+    ``seed_offset`` gives each engine its own sampling stream; ``top_k`` is the largest number of
+    per-position log-probs that will be requested from it.
+    """
+    return dict(engine=rollout.engine, dtype=model.dtype, max_model_len=model.max_model_len,
+                seed=rollout.seed + seed_offset, threads=threads or rollout.threads, kv_cache_gb=rollout.kv_cache_gb,
+                gpu_memory_utilization=rollout.gpu_memory_utilization,
+                tensor_parallel_size=rollout.tensor_parallel_size, max_logprobs=max(20, top_k))
+
+
 def make_llm(model_path: str, engine: str, *, dtype: str = "float32", max_model_len: int = 256,
              seed: int = 0, threads: int = 1, kv_cache_gb: int = 1, gpu_memory_utilization: float = 0.5,
              tensor_parallel_size: int = 1, max_logprobs: int = 20):

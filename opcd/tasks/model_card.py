@@ -22,8 +22,10 @@ BAR_NOCTX_DISTILLED = 0.30
 DISTILLED = "reverse"
 
 
-def eval_config(model_dir: str, paraphrases: str = "train", n_per_rule: int = 100, out: str = "/dev/null"):
-    cfg = OmegaConf.structured(EvalConfig(split="test", n_per_rule=n_per_rule, paraphrases=paraphrases, out=out))
+def eval_config(model_dir: str, paraphrases: str = "train", n_per_rule: int = 100, out: str = "/dev/null",
+                context_kinds: tuple[str, ...] = ("system", "demos", "none")):
+    cfg = OmegaConf.structured(EvalConfig(split="test", n_per_rule=n_per_rule, paraphrases=paraphrases, out=out,
+                                          context_kinds=list(context_kinds)))
     cfg.model.path = str(model_dir)
     cfg.rollout.threads = 2
     return cfg
@@ -35,7 +37,9 @@ def write_model_card(model_dir: Path) -> dict:
 
     model_dir = Path(model_dir)
     main = run_eval(eval_config(model_dir, out=str(model_dir / "eval_test.json")))["accuracy"]
-    ood = run_eval(eval_config(model_dir, paraphrases="heldout", out=str(model_dir / "eval_test_heldout.json")))
+    # Held-out wordings only change the system-prompt condition: evaluate just that one.
+    ood = run_eval(eval_config(model_dir, paraphrases="heldout", out=str(model_dir / "eval_test_heldout.json"),
+                               context_kinds=("system",)))
     log = json.loads((model_dir / "pretrain_log.json").read_text())
     rules = [r for r in main if r != "mean"]
     checks = {

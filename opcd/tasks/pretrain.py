@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
+from opcd.batch import pad_2d
 from opcd.chat import encode_answer, encode_prompt
+from opcd.modeling import pad_sequences
 from opcd.tasks.char_tokenizer import build_char_tokenizer
 from opcd.tasks.toy_world import CONTEXT_KINDS, RULES, generate, sample_pretraining_example
 
@@ -55,11 +57,8 @@ def collate(tokenizer, records: list[dict], context_loss: bool = False) -> dict[
         seqs.append(p + a)
         head = p.index(user) if context_loss else 0
         labs.append(p[:head] + [-100] * (len(p) - head) + a)
-    T = max(map(len, seqs))
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([s + [pad] * (T - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs])
-    labels = torch.tensor([l + [-100] * (T - len(l)) for l in labs])
+    ids, mask = pad_sequences(seqs, tokenizer.pad_token_id)
+    labels = pad_2d(labs, ids.shape[1], -100, torch.long)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from opcd.batch import pad_2d
 from opcd.modeling import response_logits
 
 
@@ -33,9 +34,7 @@ def score_responses(model, seqs: list[list[int]], resp_lens: list[int], pad_id: 
         logits, mask = response_logits(model, seqs[sl], resp_lens[sl], pad_id)
         logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [b, t, V]
         t = logp.shape[1]
-        resp = torch.zeros(logp.shape[:2], dtype=torch.long, device=logp.device)
-        for j, (s, r) in enumerate(zip(seqs[sl], resp_lens[sl])):
-            resp[j, :r] = torch.tensor(s[len(s) - r:], dtype=torch.long)
+        resp = pad_2d([s[len(s) - r:] for s, r in zip(seqs[sl], resp_lens[sl])], t, 0, torch.long).to(logp.device)
         tok = torch.gather(logp, -1, resp[..., None])[..., 0] * mask
         if isinstance(support, torch.Tensor):
             ids = support[sl, :t].to(logp.device)

@@ -52,3 +52,8 @@ def test_cli_evaluates_and_writes_json(tmp_path, tiny_model_dir):
     table = json.loads(out.read_text())["accuracy"]
     assert set(table["mean"]) == {"system", "demos", "none"} and "reverse" in table
     assert "no context" in r.stdout and "reverse" in r.stdout
+
+
+def test_unknown_context_kind_is_one_line_error(tmp_path):
+    r = _run("context_kinds=[bogus]", f"hydra.run.dir={tmp_path}/run")
+    assert r.returncode != 0 and "unknown context kind 'bogus'" in r.stderr and "Traceback" not in r.stderr
