@@ -22,6 +22,7 @@ class Actors:
     workers: list  # RolloutWorker handles
     teacher: object  # TeacherActor handle
     learners: list  # LearnerActor handles, rank order
+    pids: dict  # actor name -> process id at start-up (written to actors.json; fault-injection tests use it)
 
 
 def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
@@ -34,12 +35,16 @@ def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
 
     r, t, lc = cfg.rollout, cfg.teacher, cfg.learner
     env = {"env_vars": engine_env(r.engine, r.kv_cache_gb, r.threads)}
+    # Engines and the teacher are restartable (their state is the learner's weights or frozen);
+    # the controller re-runs lost calls itself (opcd.recovery), so Ray retries no task on its own.
+    restart = dict(max_restarts=cfg.max_actor_failures, max_task_retries=0)
     workers = [ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus * r.tensor_parallel_size,
-                                                 runtime_env=env)
+                                                 runtime_env=env, **restart)
                .remote(cfg.model.path, engine_kwargs(cfg.model, r, seed_offset=i, top_k=cfg.algo.top_k))
                for i in range(r.num_workers)]
     tenv = {"env_vars": engine_env(r.engine, r.kv_cache_gb, t.threads)}
-    teacher = ray.remote(TeacherActor).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env=tenv).remote(
+    teacher = ray.remote(TeacherActor).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env=tenv,
+                                               **restart).remote(
         teacher_path, cfg.model.dtype, lc.device, t.threads, t.micro_batch_size,
         engine_kwargs(cfg.model, r, seed_offset=1000, threads=t.threads, top_k=cfg.algo.top_k))
     port = free_port()
@@ -47,5 +52,6 @@ def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
     learners = [ray.remote(LearnerActor).options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env=lenv)
                 .remote(cfg.model.path, lc, cfg.algo, cfg.model.dtype, batch_size, rank, lc.num_ranks,
                         "127.0.0.1", port, cfg.seed) for rank in range(lc.num_ranks)]
-    ray.get([a.ping.remote() for a in [*workers, teacher, *learners]])
-    return Actors(workers, teacher, learners)
+    pids = ray.get([a.ping.remote() for a in [*workers, teacher, *learners]])
+    names = [*(f"rollout_{i}" for i in range(len(workers))), "teacher", *(f"learner_{i}" for i in range(len(learners)))]
+    return Actors(workers, teacher, learners, dict(zip(names, pids)))

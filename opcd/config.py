@@ -128,6 +128,9 @@ class TrainConfig:
     seed: int = 0  # global seed (torch, data order)
     output_dir: str = "${hydra:runtime.output_dir}"  # where checkpoints, metrics and eval tables go
     ray_address: Optional[str] = None  # attach to a running Ray cluster; null = start a local one
+    resume: str = "none"  # none | auto (newest complete checkpoint in output_dir, if any) | a checkpoint dir
+    actor_timeout_s: float = 600.0  # a remote call slower than this counts as a hung actor (killed, restarted)
+    max_actor_failures: int = 3  # rollout/teacher actor faults tolerated per run before stopping with an error
 
 
 @dataclass

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,10 @@ import torch
 from opcd.actors import start_actors
 from opcd.batch import build_learn_batch, pad_3d
 from opcd.chat import encode_prompt
+from opcd.checkpoint import find_resume_checkpoint, load_state, remove_partial, truncate_jsonl, write_checkpoint
 from opcd.learner.objective import TEACHER_SUPPORT
 from opcd.modeling import check_same_tokenizer, load_tokenizer
+from opcd.recovery import Supervisor
 from opcd.rollout.worker import generate_on
 from opcd.sync import push_weights
 from opcd.tasks import load_task
@@ -32,34 +33,18 @@ def render(tok, records, with_context: bool) -> list[list[int]]:
     return [encode_prompt(tok, r["prompt"], r["context"] if with_context else "") for r in records]
 
 
-def evaluate(actors, tok, records, verify, max_tokens: int) -> dict[str, float]:
+def evaluate(actors, tok, records, verify, max_tokens: int, timeout: float | None = None) -> dict[str, float]:
     """Greedy accuracy through the rollout engines, per context kind and rule group."""
     if not records:
         return {}
-    samples = generate_on(actors.workers, render(tok, records, True), {"temperature": 0.0, "max_tokens": max_tokens})
+    samples = generate_on(actors.workers, render(tok, records, True), {"temperature": 0.0, "max_tokens": max_tokens},
+                          timeout=timeout)
     groups: dict[str, list[bool]] = {}
     for rec, s in zip(records, samples):
         m = rec["metadata"]
         ok = verify(s.text, rec)
         groups.setdefault(f"eval/{m.get('group', 'all')}/{m.get('context_kind', 'any')}", []).append(ok)
     return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
-
-
-def save_checkpoint(actors, cfg, out: Path, name: str, tok_path: str) -> Path:
-    """Write an HF model directory atomically (temp dir + rename) and keep the newest N."""
-    import ray
-
-    ckpt_root = out / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    tmp, final = ckpt_root / f".tmp-{name}", ckpt_root / name
-    shutil.rmtree(tmp, ignore_errors=True)
-    ray.get([lr.save_hf.remote(str(tmp), tok_path) for lr in actors.learners])
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    steps = sorted((p for p in ckpt_root.glob("step_*")), key=lambda p: int(p.name.split("_")[1]))
-    for old in steps[:-cfg.keep_checkpoints] if cfg.keep_checkpoints > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 @dataclass
@@ -101,34 +86,71 @@ def prepare(cfg) -> Prepared:
     return Prepared(tok, teacher_path, task, train_recs, student_prompts, context_prompts, p_student)
 
 
+def step_seed(cfg, step: int) -> int:
+    """Sampling seed of ``step`` (0-based): rollouts depend on (weights, prompts, seed) only, so a run
+    resumed from a checkpoint samples exactly what the uninterrupted run would have."""
+    return (cfg.rollout.seed * 100_003 + step * 101) % 2**31
+
+
 def train(cfg, config_dict: dict) -> dict:
     """Run ``cfg.steps`` steps of ``cfg.algo``; returns the final evaluation metrics."""
     import ray
-    from tqdm import trange
+    from tqdm import tqdm
 
     out = Path(cfg.output_dir)
     algo, ro = cfg.algo, cfg.rollout
     prep = prepare(cfg)
     tok, task, train_recs = prep.tok, prep.task, prep.train_recs
     student_prompts, context_prompts, p_student = prep.student_prompts, prep.context_prompts, prep.p_student
+    ckpt = find_resume_checkpoint(cfg.resume, out)
+    state = load_state(ckpt, config_dict) if ckpt else None  # refuses a changed config before any actor starts
     # --- actors ---
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=True,
                  configure_logging=False)
     batch_size = cfg.prompts_per_step * ro.n
     actors = start_actors(cfg, prep.teacher_path, batch_size)
-    tracker = Tracker(cfg, out, config_dict)
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "actors.json").write_text(json.dumps(actors.pids))
+    remove_partial(out)
+
+    def sync_all() -> dict:
+        return push_weights(actors.learners[0], actors.workers)
+
+    sup = Supervisor(actors, cfg.actor_timeout_s, cfg.max_actor_failures, sync_all)
+    rng = random.Random(cfg.seed)  # data order and the on-/off-policy coin of GKD
+    order: list[int] = []  # prompt indices left in the current epoch
+    start, nonfinite_streak = 0, 0
+    if state is not None:
+        ray.get([lr.load_state.remote(str(ckpt / "deepspeed")) for lr in actors.learners])
+        sup.call("weight sync", lambda _: sync_all())
+        start, order, nonfinite_streak = state["step"], state["order"], state["nonfinite_streak"]
+        rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
+        for log in ("metrics.jsonl", "prompts.jsonl"):
+            truncate_jsonl(out / log, start)  # the crashed run's steps after the checkpoint are redone
+        print(f"[opcd] resumed from {ckpt} at step {start} of {cfg.steps}", flush=True)
+    tracker = Tracker(cfg, out, config_dict, run_id=state and state.get("run_id"))
+
+    def run_eval() -> dict[str, float]:
+        return sup.call("evaluation", lambda t: evaluate(actors, tok, task.eval, task.verify, ro.max_tokens, t))
+
+    def save(step: int) -> None:
+        def write_model(tmp: Path) -> None:
+            ray.get([lr.save_hf.remote(str(tmp), cfg.model.path) for lr in actors.learners])
+            ray.get([lr.save_state.remote(str(tmp / "deepspeed")) for lr in actors.learners])
+
+        write_checkpoint(out, step, {"step": step, "order": order, "rng": rng.getstate(), "run_id": tracker.run_id,
+                                     "nonfinite_streak": nonfinite_streak, "experience": None},
+                         config_dict, write_model, cfg.keep_checkpoints)
+
     # Only the OPCD reverse KL needs the student's top-k from the engine; the rest need the sampled token's.
     student_topk = TEACHER_SUPPORT[algo.loss] == "student_topk"
     sampling = {"temperature": ro.temperature, "top_p": ro.top_p, "max_tokens": ro.max_tokens, "n": ro.n,
                 "top_k_logprobs": algo.top_k if student_topk else 1}
-    final: dict[str, float] = {}
-    nonfinite_streak = 0
-    metrics = evaluate(actors, tok, task.eval, task.verify, ro.max_tokens)
-    tracker.log(metrics, step=0)
-    bar = trange(cfg.steps, desc=f"opcd[{algo.name}]", unit="step")
+    final: dict[str, float] = run_eval() if start >= cfg.steps else {}
+    if state is None:
+        tracker.log(run_eval(), step=0)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"opcd[{algo.name}]", unit="step")
     for step in bar:
         t_step = time.perf_counter()
         # Epoch-wise shuffled prompt order: no prompt repeats before every prompt has been used once.
@@ -140,10 +162,13 @@ def train(cfg, config_dict: dict) -> dict:
         # 1. rollout: the student (without context) or, for off-policy baselines, the teacher (with it)
         t0 = time.perf_counter()
         on_policy = rng.random() < p_student
+        seed = step_seed(cfg, step)
         if on_policy:
-            samples = generate_on(actors.workers, [student_prompts[i] for i in idx], sampling)
+            samples = sup.call("rollout", lambda t: generate_on(actors.workers, [student_prompts[i] for i in idx],
+                                                                sampling, seed, t))
         else:
-            samples = ray.get(actors.teacher.sample.remote([context_prompts[i] for i in idx], **sampling))
+            samples = sup.call("teacher sampling", lambda t: ray.get(actors.teacher.sample.remote(
+                [context_prompts[i] for i in idx], seed, **sampling), timeout=t))
         t_roll = time.perf_counter() - t0
         rep = [i for i in idx for _ in range(ro.n)]
         # 2. teacher scores the same responses with the context prepended
@@ -152,8 +177,8 @@ def train(cfg, config_dict: dict) -> dict:
             T = max(len(s.response_ids) for s in samples)
             support = pad_3d([s.topk_ids for s in samples], T, algo.top_k, 0, torch.long)
         ctx_seqs = [context_prompts[i] + s.response_ids for i, s in zip(rep, samples)]
-        scores = ray.get(actors.teacher.score.remote(ctx_seqs, [len(s.response_ids) for s in samples], support,
-                                                     algo.top_k, algo.temperature))
+        scores = sup.call("teacher scoring", lambda t: ray.get(actors.teacher.score.remote(
+            ctx_seqs, [len(s.response_ids) for s in samples], support, algo.top_k, algo.temperature), timeout=t))
         # 3. learn: one optimizer step over the batch (each rank takes its shard)
         batch = build_learn_batch(samples, [student_prompts[i] for i in rep], [context_prompts[i] for i in rep],
                                   scores)
@@ -167,7 +192,7 @@ def train(cfg, config_dict: dict) -> dict:
         else:
             nonfinite_streak = 0
         # 4. sync the new weights into every engine
-        sync = push_weights(actors.learners[0], actors.workers) if (step + 1) % cfg.sync_every == 0 else {}
+        sync = sup.call("weight sync", lambda _: sync_all()) if (step + 1) % cfg.sync_every == 0 else {}
         # 5. evaluate, log, checkpoint
         resp_tokens = sum(len(s.response_ids) for s in samples)
         metrics = {**stats, **sync, "rollout/seconds": t_roll, "rollout/tokens_per_s": resp_tokens / t_roll,
@@ -175,18 +200,20 @@ def train(cfg, config_dict: dict) -> dict:
                    "teacher/seconds": scores["seconds"],
                    "teacher/tokens_per_s": sum(map(len, ctx_seqs)) / scores["seconds"],
                    "learner/tokens_per_s": stats["learner/tokens"] / stats["learner/seconds"],
-                   "step/seconds": time.perf_counter() - t_step}
+                   "faults/actor_failures": sup.failures, "step/seconds": time.perf_counter() - t_step}
         last = step + 1 == cfg.steps
         if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             if not sync:
-                metrics.update(push_weights(actors.learners[0], actors.workers))
-            final = evaluate(actors, tok, task.eval, task.verify, ro.max_tokens)
+                metrics.update(sup.call("weight sync", lambda _: sync_all()))
+            final = run_eval()
             metrics.update(final)
         tracker.log(metrics, step=step + 1)
+        with (out / "prompts.jsonl").open("a") as f:  # the data order, auditable across resumes
+            f.write(json.dumps({"step": step + 1, "prompts": idx}) + "\n")
         bar.set_postfix(loss=f"{stats.get('loss/total', float('nan')):.4f}",
                         **{k.split("/", 1)[1]: f"{v:.2f}" for k, v in final.items() if "distilled" in k})
         if last or (cfg.save_every and (step + 1) % cfg.save_every == 0):
-            save_checkpoint(actors, cfg, out, f"step_{step + 1}", cfg.model.path)
+            save(step + 1)
     (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
     tracker.finish()
     return final

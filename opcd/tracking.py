@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 class Tracker:
-    def __init__(self, cfg, output_dir: Path, config_dict: dict):
+    def __init__(self, cfg, output_dir: Path, config_dict: dict, run_id: str | None = None):
         self.path = output_dir / "metrics.jsonl"
         output_dir.mkdir(parents=True, exist_ok=True)
         self.run = None
@@ -22,9 +22,14 @@ class Tracker:
 
             self.run = wandb.init(project=lc.project, group=lc.group, mode=lc.mode, dir=str(output_dir),
                                   name=lc.name or f"{cfg.experiment}-{time.strftime('%m%d-%H%M%S')}",
-                                  config=config_dict, reinit="finish_previous")
+                                  config=config_dict, reinit="finish_previous",
+                                  id=run_id, resume="allow" if run_id else None)  # a resumed run continues its wandb run
         elif lc.kind != "none":
             raise ValueError(f"unknown logger.kind {lc.kind!r}; expected wandb or none")
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
 
     def log(self, metrics: dict, step: int) -> None:
         with self.path.open("a") as f:

@@ -19,14 +19,15 @@ register_configs()
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from opcd.loop import train
+    from opcd.loop import NonFiniteLossError, train
+    from opcd.recovery import ActorFailureError
     from opcd.tasks.records import DatasetError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     print(OmegaConf.to_yaml(cfg))
     try:
         final = train(cfg, OmegaConf.to_container(cfg, resolve=True))
-    except (FileNotFoundError, DatasetError, ValueError) as e:
+    except (FileNotFoundError, DatasetError, ValueError, ActorFailureError, NonFiniteLossError) as e:
         sys.exit(f"opcd.train: error: {e}")
     finally:
         import ray

@@ -148,5 +148,23 @@ class LearnerActor:
         module.save_pretrained(path, state_dict={k: v for k, v in named.items()}, safe_serialization=True)
         AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(path)
 
-    def ping(self) -> bool:
-        return True
+    def save_state(self, path: str) -> None:
+        """DeepSpeed checkpoint of this rank (weights, optimizer moments, counters) under ``path``.
+
+        Collective: every rank must call it.
+        """
+        self.engine.save_checkpoint(path, tag="state", client_state={
+            "steps_done": self.steps_done, "torch_rng": torch.get_rng_state()})
+
+    def load_state(self, path: str) -> int:
+        """Restore what ``save_state`` wrote; returns the optimizer steps done. Collective."""
+        load_path, client = self.engine.load_checkpoint(path, tag="state", load_optimizer_states=True,
+                                                        load_lr_scheduler_states=True)
+        if load_path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {path}")
+        self.steps_done = client["steps_done"]
+        torch.set_rng_state(client["torch_rng"])
+        return self.steps_done
+
+    def ping(self) -> int:
+        return os.getpid()

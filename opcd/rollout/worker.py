@@ -1,9 +1,10 @@
 """Rollout workers: Ray actors that each hold one vLLM engine with the current student weights."""
 from __future__ import annotations
 
+import os
 import time
 
-from opcd.rollout.engine import Sample, make_llm, reload_weights, sample
+from opcd.rollout.engine import Sample, make_llm, reload_weights, sample, seed_engine
 
 
 class RolloutWorker:
@@ -12,7 +13,10 @@ class RolloutWorker:
     def __init__(self, model_path: str, engine_kwargs: dict):
         self.llm = make_llm(model_path, **engine_kwargs)
 
-    def generate(self, prompt_ids: list[list[int]], sampling: dict) -> list[Sample]:
+    def generate(self, prompt_ids: list[list[int]], sampling: dict, seed: int | None = None) -> list[Sample]:
+        """Samples for ``prompt_ids``; a ``seed`` makes them a function of (weights, prompts, seed)."""
+        if seed is not None:
+            seed_engine(self.llm, seed)
         return sample(self.llm, prompt_ids, **sampling)
 
     def load_weights(self, named_tensors) -> float:
@@ -36,8 +40,8 @@ class RolloutWorker:
             res.append([plp[i][s[i]].logprob for i in range(len(s) - n, len(s))])
         return res
 
-    def ping(self) -> bool:
-        return True
+    def ping(self) -> int:
+        return os.getpid()
 
 
 def split_evenly(items: list, parts: int) -> list[list]:
@@ -51,10 +55,17 @@ def split_evenly(items: list, parts: int) -> list[list]:
     return out
 
 
-def generate_on(workers: list, prompt_ids: list[list[int]], sampling: dict) -> list[Sample]:
-    """Fan prompts out over ``workers`` (Ray actor handles) and gather samples in prompt order."""
+def generate_on(workers: list, prompt_ids: list[list[int]], sampling: dict, seed: int | None = None,
+                timeout: float | None = None) -> list[Sample]:
+    """Fan prompts out over ``workers`` (Ray actor handles) and gather samples in prompt order.
+
+    With a ``seed``, worker i samples with seed ``seed + i``: the result depends only on the weights,
+    the prompts and the seed, not on what the engines sampled before (this is what makes a resumed
+    run repeat an uninterrupted one). ``timeout`` (s) raises ``ray.exceptions.GetTimeoutError``.
+    """
     import ray
 
     chunks = split_evenly(prompt_ids, len(workers))
-    refs = [w.generate.remote(c, sampling) for w, c in zip(workers, chunks) if c]
-    return [s for part in ray.get(refs) for s in part]
+    refs = [w.generate.remote(c, sampling, None if seed is None else seed + i)
+            for i, (w, c) in enumerate(zip(workers, chunks)) if c]
+    return [s for part in ray.get(refs, timeout=timeout) for s in part]

@@ -1,6 +1,7 @@
 """The teacher as a Ray actor: a frozen model that scores (and, for off-policy baselines, samples)."""
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -30,13 +31,15 @@ class TeacherActor:
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def sample(self, prompt_ids, **sampling):
+    def sample(self, prompt_ids, seed: int | None = None, **sampling):
         """Teacher-generated responses (with context) for off-policy CD, SFT and GKD."""
-        from opcd.rollout.engine import make_llm, sample
+        from opcd.rollout.engine import make_llm, sample, seed_engine
 
         if self._llm is None:
             self._llm = make_llm(self.model_path, **self.engine_kwargs)
+        if seed is not None:
+            seed_engine(self._llm, seed)
         return sample(self._llm, prompt_ids, **sampling)
 
-    def ping(self) -> bool:
-        return True
+    def ping(self) -> int:
+        return os.getpid()

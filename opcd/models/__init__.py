@@ -1,0 +1,1 @@
+"""Real (non-toy) models opcd can prepare locally, e.g. ``python -m opcd.models.smollm2``."""
