@@ -29,6 +29,22 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def count_nonfinite(streak: int, nonfinite: bool, step: int, limit: int) -> int:
+    """The new count of consecutive skipped (NaN/inf) steps; raises once it reaches ``limit``.
+
+    The learner already skipped the update, so nothing corrupt reaches the weights; raising here
+    (before the step's checkpoint) means no checkpoint is written from a diverging run either.
+    """
+    if not nonfinite:
+        return 0
+    streak += 1
+    print(f"[opcd] step {step}: non-finite loss, update skipped ({streak} in a row)", flush=True)
+    if streak >= limit:
+        raise NonFiniteLossError(f"{streak} consecutive non-finite losses at step {step}; lower algo.lr, "
+                                 "check the data, or raise algo.max_nonfinite_steps")
+    return streak
+
+
 def render(tok, records, with_context: bool) -> list[list[int]]:
     return [encode_prompt(tok, r["prompt"], r["context"] if with_context else "") for r in records]
 
@@ -66,6 +82,9 @@ def prepare(cfg) -> Prepared:
     teacher_path = cfg.model.teacher_path or cfg.model.path
     if teacher_path != cfg.model.path:
         check_same_tokenizer(tok, load_tokenizer(teacher_path), cfg.model.path, teacher_path)
+    if not algo.temperature > 0 or cfg.rollout.temperature < 0:
+        raise ValueError(f"algo.temperature must be > 0 (got {algo.temperature}) and rollout.temperature >= 0 "
+                         f"(got {cfg.rollout.temperature})")
     if algo.loss not in TEACHER_SUPPORT:
         raise ValueError(f"unknown algo.loss {algo.loss!r}; expected one of {sorted(TEACHER_SUPPORT)}")
     p_student = algo.gkd_lambda if algo.name == "gkd" else STUDENT_SAMPLES.get(algo.name)
@@ -183,14 +202,8 @@ def train(cfg, config_dict: dict) -> dict:
         batch = build_learn_batch(samples, [student_prompts[i] for i in rep], [context_prompts[i] for i in rep],
                                   scores)
         stats = ray.get([lr.train_step.remote(batch) for lr in actors.learners])[0]
-        if stats["nonfinite"]:
-            nonfinite_streak += 1
-            print(f"[opcd] step {step + 1}: non-finite loss, update skipped ({nonfinite_streak} in a row)")
-            if nonfinite_streak >= algo.max_nonfinite_steps:
-                raise NonFiniteLossError(f"{nonfinite_streak} consecutive non-finite losses at step {step + 1}; "
-                                         "lower algo.lr, check the data, or raise algo.max_nonfinite_steps")
-        else:
-            nonfinite_streak = 0
+        nonfinite_streak = count_nonfinite(nonfinite_streak, bool(stats["nonfinite"]), step + 1,
+                                           algo.max_nonfinite_steps)
         # 4. sync the new weights into every engine
         sync = sup.call("weight sync", lambda _: sync_all()) if (step + 1) % cfg.sync_every == 0 else {}
         # 5. evaluate, log, checkpoint

@@ -44,3 +44,21 @@ def test_unknown_rule_and_missing_model(tmp_path):
 def test_context_too_long_is_refused_with_count(tmp_path):
     r = _train(tmp_path, "model.max_model_len=40")
     assert r.returncode != 0 and "exceed the model's maximum length" in r.stderr and "task.too_long=skip" in r.stderr
+
+
+def test_zero_loss_temperature_is_refused_at_startup(tmp_path):
+    r = _train(tmp_path, "algo.temperature=0")
+    assert r.returncode != 0 and "algo.temperature must be > 0" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_nonfinite_streak_stops_the_run():
+    """Skipped NaN steps are counted; a finite step resets the count; the limit raises (before any checkpoint)."""
+    import pytest
+
+    from opcd.loop import NonFiniteLossError, count_nonfinite
+
+    streak = count_nonfinite(0, True, step=1, limit=3)
+    streak = count_nonfinite(streak, True, step=2, limit=3)
+    assert streak == 2 and count_nonfinite(streak, False, step=3, limit=3) == 0
+    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses at step 5; lower algo.lr"):
+        count_nonfinite(2, True, step=5, limit=3)
