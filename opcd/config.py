@@ -101,6 +101,13 @@ class LearnerConfig:
 
 
 @dataclass
+class PlacementConfig:
+    strategy: str = "PACK"  # Ray placement-group strategy for all bundles: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    colocate: bool = False  # learner rank i shares engine i's bundle/GPU; engines sleep while it trains (CUDA)
+    timeout_s: float = 120.0  # how long to wait for the cluster to hold every bundle before failing
+
+
+@dataclass
 class LoggerConfig:
     kind: str = "wandb"  # wandb | none
     mode: str = "offline"  # wandb mode: offline | online | disabled
@@ -117,6 +124,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # student sampling engines
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # teacher actor resources
     learner: LearnerConfig = field(default_factory=LearnerConfig)  # DeepSpeed learner
+    placement: PlacementConfig = field(default_factory=PlacementConfig)  # where the actors go (Ray placement group)
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # wandb / console logging
     experiment: str = "custom"  # preset name, for run names and reports
     steps: int = 60  # optimizer steps (one per rollout batch)
@@ -158,4 +166,4 @@ def register_configs() -> None:
 
 
 __all__ = ["ModelConfig", "TaskConfig", "AlgoConfig", "RolloutConfig", "TeacherConfig", "LearnerConfig",
-           "LoggerConfig", "TrainConfig", "EvalConfig", "register_configs", "MISSING"]
+           "PlacementConfig", "LoggerConfig", "TrainConfig", "EvalConfig", "register_configs", "MISSING"]

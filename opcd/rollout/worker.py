@@ -19,6 +19,15 @@ class RolloutWorker:
             seed_engine(self.llm, seed)
         return sample(self.llm, prompt_ids, **sampling)
 
+    def sleep(self) -> None:
+        """Free the engine's GPU memory (weights to host, KV cache dropped) while a colocated learner trains."""
+        if self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode:
+            self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        if self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode:
+            self.llm.wake_up()
+
     def load_weights(self, named_tensors) -> float:
         """Returns the seconds the in-place reload took."""
         t0 = time.perf_counter()
