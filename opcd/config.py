@@ -27,7 +27,7 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "toy_rules"  # task registered in opcd.tasks (toy_rules | jsonl)
+    name: str = "toy_rules"  # task registered in opcd.tasks (toy_rules | jsonl | sysprompt)
     distill_rules: List[str] = field(default_factory=lambda: ["reverse"])  # toy world: rules whose context is distilled
     context_kind: str = "system"  # toy world: context given to the teacher (system | demos)
     k_demos: int = 4  # toy world: demonstrations per context when context_kind=demos
@@ -38,6 +38,8 @@ class TaskConfig:
     eval_file: Optional[str] = None  # jsonl task: path of the evaluation records
     too_long: str = "refuse"  # records whose context+prompt exceed max_model_len: refuse | skip
     seed: int = 0  # data generation / shuffling seed
+    distill_prompt: str = "french"  # sysprompt task: system prompt distilled (opcd.tasks.sysprompt.SYSTEM_PROMPTS key)
+    other_prompts: List[str] = field(default_factory=lambda: ["spanish", "cat"])  # sysprompt task: prompts still given, checked for harm
 
 
 @dataclass
@@ -108,6 +110,14 @@ class PlacementConfig:
 
 
 @dataclass
+class SyncConfig:
+    method: str = "auto"  # auto (broadcast on CUDA, object_store on CPU) | object_store | broadcast
+    backend: str = "auto"  # broadcast group backend: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    bucket_mb: float = 256.0  # broadcast bucket size in MiB (fewer collectives vs. extra memory)
+    timeout_s: float = 300.0  # broadcast group timeout (a dead member fails the sync after this)
+
+
+@dataclass
 class LoggerConfig:
     kind: str = "wandb"  # wandb | none
     mode: str = "offline"  # wandb mode: offline | online | disabled
@@ -125,6 +135,7 @@ class TrainConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # teacher actor resources
     learner: LearnerConfig = field(default_factory=LearnerConfig)  # DeepSpeed learner
     placement: PlacementConfig = field(default_factory=PlacementConfig)  # where the actors go (Ray placement group)
+    sync: SyncConfig = field(default_factory=SyncConfig)  # how new weights reach the engines
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # wandb / console logging
     experiment: str = "custom"  # preset name, for run names and reports
     steps: int = 60  # optimizer steps (one per rollout batch)
@@ -166,4 +177,4 @@ def register_configs() -> None:
 
 
 __all__ = ["ModelConfig", "TaskConfig", "AlgoConfig", "RolloutConfig", "TeacherConfig", "LearnerConfig",
-           "PlacementConfig", "LoggerConfig", "TrainConfig", "EvalConfig", "register_configs", "MISSING"]
+           "PlacementConfig", "SyncConfig", "LoggerConfig", "TrainConfig", "EvalConfig", "register_configs", "MISSING"]

@@ -18,7 +18,7 @@ from opcd.learner.objective import TEACHER_SUPPORT
 from opcd.modeling import check_same_tokenizer, load_tokenizer
 from opcd.recovery import Supervisor
 from opcd.rollout.worker import generate_on
-from opcd.sync import push_weights
+from opcd.sync import WeightSync
 from opcd.tasks import load_task
 from opcd.tasks.records import check_lengths
 from opcd.tracking import Tracker
@@ -134,10 +134,14 @@ def train(cfg, config_dict: dict) -> dict:
     (out / "actors.json").write_text(json.dumps(actors.pids))
     remove_partial(out)
 
-    def sync_all() -> dict:
-        return push_weights(actors.learners[0], actors.workers)
+    weights = WeightSync(cfg.sync, cfg.learner.device, actors.learners, actors.workers)
+    sync_all = weights.push
 
-    sup = Supervisor(actors, cfg.actor_timeout_s, cfg.max_actor_failures, sync_all)
+    def resync() -> dict:  # after an engine restart: a fresh broadcast group, then the weights
+        weights.reset()
+        return weights.push()
+
+    sup = Supervisor(actors, cfg.actor_timeout_s, cfg.max_actor_failures, resync)
     rng = random.Random(cfg.seed)  # data order and the on-/off-policy coin of GKD
     order: list[int] = []  # prompt indices left in the current epoch
     start, nonfinite_streak = 0, 0

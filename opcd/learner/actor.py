@@ -154,15 +154,44 @@ class LearnerActor:
         for g, lr in zip(opt.param_groups, saved):
             g["lr"] = lr
 
-    def named_weights(self) -> list[tuple[str, torch.Tensor]]:
-        """Full (gathered) HF-named weights on CPU, for pushing into the vLLM engines."""
+    def _gathered(self, fn):
+        """``fn(named_parameters)`` with full parameters (ZeRO-3 gathers its shards: collective)."""
         module = self.engine.module
         if self.ds_config["zero_optimization"]["stage"] == 3:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                return [(n, p.detach().float().cpu().clone()) for n, p in module.named_parameters()]
-        return [(n, p.detach().float().cpu().clone()) for n, p in module.named_parameters()]
+                return fn(list(module.named_parameters()))
+        return fn(list(module.named_parameters()))
+
+    def named_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """Full HF-named weights on CPU, for pushing into the vLLM engines through the object store."""
+        return self._gathered(lambda named: [(n, p.detach().float().cpu().clone()) for n, p in named])
+
+    # --- bucketed broadcast sync (opcd.sync.broadcast); only rank 0 sends, every rank gathers ---
+    def weight_specs(self) -> list:
+        from opcd.sync.broadcast import specs_of
+
+        return self._gathered(specs_of)
+
+    def rendezvous(self) -> tuple[str, int]:
+        """(this node's IP, a free port): where the weight-sync group's store will listen."""
+        import ray
+
+        from opcd.actors import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def join_sync_group(self, host: str, port: int, world: int, backend: str, timeout_s: float) -> None:
+        from opcd.sync.broadcast import make_group
+
+        if self.rank == 0:
+            self.sync_group = make_group(backend, host, port, 0, world, timeout_s)
+
+    def broadcast_weights(self, buckets: list[list[int]]) -> None:
+        from opcd.sync.broadcast import send_buckets
+
+        self._gathered(lambda named: send_buckets(self.sync_group, named, buckets) if self.rank == 0 else None)
 
     def save_hf(self, path: str, tokenizer_path: str) -> None:
         """Write an HF safetensors directory (rank 0 only), loadable by transformers and vLLM."""

@@ -98,7 +98,7 @@ def sample(llm, prompt_ids: list[list[int]], *, temperature: float, top_p: float
     return samples
 
 
-def _retie_embeddings(worker) -> None:
+def retie_embeddings(worker) -> None:
     """Re-point a tied LM head at the (reloaded) input embedding inside a vLLM worker.
 
     vLLM's layer-wise reload swaps in new parameter tensors, which silently unties a
@@ -138,5 +138,5 @@ def reload_weights(llm, named_tensors) -> None:
     fused layers (qkv, gate_up) itself.
     """
     llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(named_tensors))})
-    llm.collective_rpc(_retie_embeddings)
+    llm.collective_rpc(retie_embeddings)
     llm.reset_prefix_cache()

@@ -34,6 +34,25 @@ class RolloutWorker:
         reload_weights(self.llm, named_tensors)
         return time.perf_counter() - t0
 
+    def engine_ranks(self) -> int:
+        """How many processes hold this engine's weights (tensor-parallel workers)."""
+        return self.llm.llm_engine.vllm_config.parallel_config.world_size
+
+    def join_sync_group(self, host: str, port: int, base_rank: int, world: int, backend: str,
+                        timeout_s: float) -> None:
+        from opcd.sync.broadcast import engine_join
+
+        self.llm.collective_rpc(engine_join, args=(host, port, base_rank, world, backend, timeout_s))
+
+    def receive_weights(self, specs: list, buckets: list[list[int]]) -> float:
+        """Bucketed-broadcast counterpart of ``load_weights``; returns the seconds it took."""
+        from opcd.sync.broadcast import engine_receive
+
+        t0 = time.perf_counter()
+        self.llm.collective_rpc(engine_receive, args=(specs, buckets))
+        self.llm.reset_prefix_cache()
+        return time.perf_counter() - t0
+
     def score_prompts(self, seqs: list[list[int]], resp_lens: list[int]) -> list[list[float]]:
         """Engine log-probs of the last ``resp_lens[i]`` tokens of each sequence (prompt log-probs).
 

@@ -22,18 +22,21 @@ def _engine_logprobs(ray, worker, seqs, resp_lens):
     return ray.get(worker.score_prompts.remote(seqs, resp_lens))
 
 
-def test_push_weights_makes_engine_match_learner(ray_local, tiny_model_dir):
+@pytest.mark.parametrize("method", ["object_store", "broadcast"])
+def test_push_weights_makes_engine_match_learner(ray_local, tiny_model_dir, method):
     ray = ray_local
     from opcd.actors import start_actors
     from opcd.batch import build_learn_batch
     from opcd.chat import encode_prompt
     from opcd.modeling import load_causal_lm, load_tokenizer, response_logits
     from opcd.rollout.engine import Sample
-    from opcd.sync import push_weights
+    from opcd.sync import WeightSync
 
     cfg = OmegaConf.structured(TrainConfig())
     cfg.model.path = tiny_model_dir
-    cfg.rollout.num_workers = 1
+    cfg.rollout.num_workers = 2 if method == "broadcast" else 1
+    cfg.rollout.num_cpus = cfg.teacher.num_cpus = cfg.learner.num_cpus = 0.25
+    cfg.sync.method, cfg.sync.bucket_mb = method, 0.05  # small buckets: the tiny model travels in several
     cfg.algo.lr = 0.05  # a big step so that the weights visibly change
     cfg.algo.loss = "nll"
     actors = start_actors(cfg, tiny_model_dir, batch_size=4)
@@ -48,9 +51,13 @@ def test_push_weights_makes_engine_match_learner(ray_local, tiny_model_dir):
     scores = ray.get(actors.teacher.score.remote(seqs, lens, "topk", 4, 1.0))
     stats = ray.get(actors.learners[0].train_step.remote(build_learn_batch(samples, prompts, prompts, scores)))
     assert stats["nonfinite"] == 0.0
-    sync = push_weights(actors.learners[0], actors.workers)
-    assert sync["sync/seconds"] > 0
-    after = _engine_logprobs(ray, actors.workers[0], seqs, lens)
+    sync = WeightSync(cfg.sync, "cpu", actors.learners, actors.workers)
+    first = sync.push()
+    assert first["sync/seconds"] > 0
+    if method == "broadcast":
+        assert first["sync/buckets"] > 2
+        assert sync.push()["sync/seconds"] > 0  # the group is reused by later pushes
+    after = _engine_logprobs(ray, actors.workers[-1], seqs, lens)
 
     # Reference: the learner's weights in a plain HF model.
     model = load_causal_lm(tiny_model_dir)
