@@ -2,7 +2,8 @@
 
 ``load_task(cfg)`` returns a :class:`TaskData` for ``cfg.name``:
   * ``toy_rules``: the synthetic rule world (``opcd.tasks.toy_world``), generated deterministically;
-  * ``jsonl``: user records from ``cfg.train_file`` / ``cfg.eval_file`` (see ``opcd.tasks.records``).
+  * ``jsonl``: user records from ``cfg.train_file`` / ``cfg.eval_file`` (see ``opcd.tasks.records``);
+  * ``sysprompt``: system-prompt distillation on a real instruct model (``opcd.tasks.sysprompt``).
 """
 from __future__ import annotations
 
@@ -61,4 +62,14 @@ def load_task(cfg) -> TaskData:
             evals.append({**rec, "metadata": {**rec["metadata"], "group": "eval", "context_kind": "context"}})
             evals.append({**rec, "context": "", "metadata": {**rec["metadata"], "group": "eval", "context_kind": "none"}})
         return TaskData(train, evals, _exact)
-    raise ValueError(f"unknown task.name {cfg.name!r}; expected toy_rules or jsonl")
+    if cfg.name == "sysprompt":
+        from opcd.tasks import sysprompt
+
+        others = list(cfg.other_prompts)
+        sysprompt.check_names(cfg.distill_prompt, others)
+        sysprompt.detect_language("hello world")  # fail now (with the pip command) if langdetect is missing
+        train = sysprompt.train_records(cfg.distill_prompt, cfg.train_size, others, cfg.retain_ratio)
+        # Periodic evaluation: the distilled prompt with and without its system prompt, the others with theirs.
+        evals = sysprompt.eval_records(cfg.distill_prompt, others, n=cfg.eval_n_per_rule)
+        return TaskData(train, evals, sysprompt.verify)
+    raise ValueError(f"unknown task.name {cfg.name!r}; expected toy_rules, jsonl or sysprompt")
