@@ -17,6 +17,21 @@ from opcd.config import register_configs
 register_configs()
 
 
+def group_sweep_jobs(cfg: DictConfig) -> None:
+    """In a multirun, every job's wandb run joins one group named after the sweep directory and is
+    named after its overrides (unless logger.group / logger.name were set explicitly)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    if cfg.logger.group is None:
+        cfg.logger.group = os.path.basename(os.path.normpath(hc.sweep.dir))
+    if cfg.logger.name is None:
+        cfg.logger.name = f"{hc.job.num}_{hc.job.override_dirname}"[:128]
+
+
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from opcd.loop import NonFiniteLossError, train
@@ -24,6 +39,7 @@ def main(cfg: DictConfig) -> None:
     from opcd.tasks.records import DatasetError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    group_sweep_jobs(cfg)
     print(OmegaConf.to_yaml(cfg))
     try:
         final = train(cfg, OmegaConf.to_container(cfg, resolve=True))

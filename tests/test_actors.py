@@ -49,22 +49,30 @@ def _train(out, *overrides):
                if (out / "metrics.jsonl").exists() else [])
 
 
+@pytest.fixture(scope="module")
+def one_rank_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one-rank")
+    r, rows = _train(out)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return rows
+
+
 @pytest.mark.slow
-def test_two_zero2_learner_ranks_train_like_one(tmp_path):
+@pytest.mark.parametrize("colocate", [False, True])
+def test_two_zero2_learner_ranks_train_like_one(tmp_path, one_rank_run, colocate):
     """Data parallelism must not change the math: with the same rollouts (per-step seeds), 2 ZeRO-2
-    ranks over gloo take the same steps as 1 rank, so every step's loss agrees."""
-    r1, one = _train(tmp_path / "one")
-    assert r1.returncode == 0, r1.stderr[-4000:]
-    r2, two = _train(tmp_path / "two", "learner.num_ranks=2", "learner.zero_stage=2", "learner.threads=1",
-                     "learner.num_cpus=0.25", "save_every=3")
+    ranks over gloo take the same steps as 1 rank, so every step's loss agrees. Colocated, the two
+    ranks share the engines' placement bundles."""
+    r2, two = _train(tmp_path, "learner.num_ranks=2", "learner.zero_stage=2", "learner.threads=1",
+                     "learner.num_cpus=0.25", "save_every=3", f"placement.colocate={colocate}")
     assert r2.returncode == 0, r2.stderr[-4000:]
-    pids = json.loads((tmp_path / "two" / "actors.json").read_text())
+    pids = json.loads((tmp_path / "actors.json").read_text())
     assert set(pids) == {"rollout_0", "rollout_1", "teacher", "learner_0", "learner_1"}
     assert len(set(pids.values())) == 5  # five separate processes
-    for a, b in zip(one[1:], two[1:]):
+    for a, b in zip(one_rank_run[1:], two[1:]):
         assert b["loss/total"] == pytest.approx(a["loss/total"], rel=1e-4, abs=1e-6), (a["step"], a, b)
         assert b["learner/tokens"] == a["learner/tokens"]
-    ckpt = tmp_path / "two" / "checkpoints" / "step_3"
+    ckpt = tmp_path / "checkpoints" / "step_3"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "deepspeed" / "state").is_dir()
 
 
