@@ -100,6 +100,7 @@ class LearnerConfig:
     optimizer: str = "AdamW"  # DeepSpeed optimizer type (AdamW | Adam | SGD ...); Adam* use torch's implementation
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam betas
     grad_accum_steps: int = 0  # micro-batches per optimizer step; 0 = one step per rollout batch
+    gradient_checkpointing: bool = False  # recompute activations in backward (long responses: memory for time)
 
 
 @dataclass

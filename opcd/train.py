@@ -38,7 +38,12 @@ def main(cfg: DictConfig) -> None:
     from opcd.recovery import ActorFailureError
     from opcd.tasks.records import DatasetError
 
+    import ray
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Inside a Ray task (e.g. a Hydra launcher running jobs on a cluster) Ray is already up and is
+    # not ours to shut down; a Ray runtime this job started is, so that the next sweep job starts clean.
+    ray_was_up = ray.is_initialized()
     group_sweep_jobs(cfg)
     print(OmegaConf.to_yaml(cfg))
     try:
@@ -46,9 +51,7 @@ def main(cfg: DictConfig) -> None:
     except (FileNotFoundError, DatasetError, ValueError, ActorFailureError, NonFiniteLossError) as e:
         sys.exit(f"opcd.train: error: {e}")
     finally:
-        import ray
-
-        if ray.is_initialized():
+        if ray.is_initialized() and not ray_was_up:
             ray.shutdown()
     print("final evaluation:", {k: round(v, 4) for k, v in final.items()})
 

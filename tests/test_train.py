@@ -63,3 +63,13 @@ def test_hydra_multirun_runs_each_job_in_its_own_directory(tmp_path):
     assert len(finals) == 2
     steps = sorted(len((f.parent / "metrics.jsonl").read_text().splitlines()) - 1 for f in finals)
     assert steps == [1, 2]
+    # One combined table for the sweep: a row per job, both done, with their final metrics.
+    t = subprocess.run([sys.executable, "-m", "opcd.sweeps", str(tmp_path), "--out", str(tmp_path / "table.md")],
+                       capture_output=True, text=True, timeout=60)
+    assert t.returncode == 0, t.stderr
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| job"))
+    rows = [line for line in lines if line.startswith("| 0 ") or line.startswith("| 1 ")]
+    assert "eval/distilled/none" in header and len(rows) == 2
+    assert all("| done |" in r for r in rows) and "steps=1" in rows[0] and "steps=2" in rows[1]
+    assert (tmp_path / "table.csv").exists()

@@ -77,6 +77,8 @@ class LearnerActor:
         self.rank, self.world_size, self.algo = rank, world_size, algo
         self.pad_id = load_tokenizer(model_path).pad_token_id
         model = load_causal_lm(model_path, "float32" if learner.precision == "fp32" else dtype)
+        if learner.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.ds_config = deepspeed_config(learner, algo, batch_size, world_size)
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                config=self.ds_config)

@@ -63,3 +63,24 @@ def test_finite_step_lowers_the_loss(learner, tiny_model_dir):
         last = learner.train_step(batch)
     assert first["nonfinite"] == 0.0 and last["loss/nll"] < first["loss/nll"] - 0.5
     assert learner.ds_config["gradient_accumulation_steps"] == 2  # 4 sequences, micro-batch 2
+
+
+def test_gradient_checkpointing_gives_the_same_step(learner, tiny_model_dir):
+    """Recomputing activations in the backward pass trades time for memory, never the math."""
+    from opcd.actors import free_port
+    from opcd.learner.actor import LearnerActor
+    from opcd.modeling import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    lc = OmegaConf.structured(LearnerConfig(micro_batch_size=2, gradient_checkpointing=True))
+    algo = OmegaConf.structured(AlgoConfig(loss="nll", lr=0.05))
+    ckpt = LearnerActor(tiny_model_dir, lc, algo, "float32", batch_size=4, rank=0, world_size=1,
+                        master_addr="127.0.0.1", master_port=free_port(), seed=0)
+    plain = OmegaConf.structured(LearnerConfig(micro_batch_size=2))
+    ref = LearnerActor(tiny_model_dir, plain, algo, "float32", batch_size=4, rank=0, world_size=1,
+                       master_addr="127.0.0.1", master_port=free_port(), seed=0)
+    batch = _batch(tok, 0.0)
+    assert ckpt.engine.module.is_gradient_checkpointing
+    for _ in range(2):
+        a, b = ckpt.train_step(batch), ref.train_step(batch)
+        assert a["loss/nll"] == pytest.approx(b["loss/nll"], rel=1e-5)
