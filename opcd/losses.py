@@ -25,7 +25,6 @@ from typing import Callable, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "AGGREGATIONS", "aggregate", "topk_reverse_kl", "full_reverse_kl", "chunked_full_reverse_kl",
@@ -162,78 +161,6 @@ def full_reverse_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor
     s_lp = F.log_softmax(_scaled(student_logits, temperature), dim=-1)
     t_lp = F.log_softmax(_scaled(teacher_logits.detach(), temperature), dim=-1)
     loss = aggregate(_row_reverse_kl(s_lp, t_lp), mask, aggregation)
-    return loss, {"kl": _float(loss)}
-
-
-def _chunk_kl(hidden: Tensor, head: Tensor, rows: Tensor, teacher: TeacherRows,
-              temperature: float) -> Tensor:
-    # Everything [n, V] lives only inside this function. Under checkpoint() it is freed after the
-    # forward and rebuilt in the backward -- including the teacher rows, which is why they are
-    # looked up *here* from the row indices rather than passed in as a (saved) input.
-    logits = _scaled(hidden @ head.t(), temperature)
-    if callable(teacher):
-        with torch.no_grad():  # a lazy teacher (e.g. a matmul) must not build a graph of its own
-            t_lp = teacher(rows)
-    else:
-        t_lp = teacher.detach().reshape(-1, teacher.shape[-1]).index_select(0, rows)
-    t_lp = _upcast(t_lp.detach()).to(logits.dtype)
-    return _row_reverse_kl(F.log_softmax(logits, dim=-1), t_lp)
-
-
-def chunked_full_reverse_kl(student_hidden: Tensor, student_head: Tensor,
-                            teacher_logprobs: TeacherRows, mask: Tensor, temperature: float = 1.0,
-                            chunk_size: int = 1024,
-                            aggregation: str = "token_mean") -> tuple[Tensor, Metrics]:
-    """Same value and gradients as :func:`full_reverse_kl`, without ever holding the student's
-    ``[B*T, V]`` logits: peak extra memory is ``O(chunk_size * V)`` whatever ``T`` is.
-
-    The ``N = B*T`` positions are flattened, only masked-in rows are kept, and they are processed
-    ``chunk_size`` rows at a time: ``logits = hidden_chunk @ student_head.T / tau``, then the per-row
-    reverse KL. Each chunk runs under ``torch.utils.checkpoint.checkpoint(use_reentrant=False)``, so
-    the backward recomputes the chunk's logits instead of keeping every chunk's alive. Gradients
-    flow to both ``student_hidden`` and ``student_head``.
-
-    Args:
-        student_hidden: [B, T, H] final hidden states (after the final norm), grad flows.
-        student_head: [V, H] LM-head weight (``lm_head.weight``), grad flows.
-        teacher_logprobs: either a [B, T, V] tensor of teacher log-probs over the full vocab, already
-            at temperature ``tau`` (not rescaled here), or a callable ``f(rows) -> [n, V]`` where
-            ``rows`` is a long tensor of flat indices ``b * T + t``; this lets a caller produce
-            teacher rows lazily (e.g. ``log_softmax(teacher_hidden.view(-1,H)[rows] @ W_t.T / tau)``).
-            The callable runs under ``no_grad``. It is called once per chunk in the forward and
-            **again in the backward** (recompute), so it must be deterministic and cheap.
-        mask: [B, T]. temperature: applied to the student only. chunk_size: rows per chunk (>= 1).
-
-    Returns nats/token aggregated by ``aggregation``; metric ``"kl"``.
-    """
-    _check_mode(aggregation)
-    _check_temperature(temperature)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    B, T, H = student_hidden.shape
-    n_rows = B * T
-    rows = _valid(mask).reshape(-1).nonzero().squeeze(1)
-    flat_hidden = student_hidden.reshape(n_rows, H)
-    need_grad = torch.is_grad_enabled() and (student_hidden.requires_grad
-                                             or student_head.requires_grad)
-    pieces = []
-    for start in range(0, rows.numel(), chunk_size):
-        r = rows[start:start + chunk_size]
-        h = flat_hidden.index_select(0, r)  # [n, H]: small, fine to keep as a saved input
-        if need_grad:
-            pieces.append(checkpoint(_chunk_kl, h, student_head, r, teacher_logprobs, temperature,
-                                     use_reentrant=False))
-        else:
-            pieces.append(_chunk_kl(h, student_head, r, teacher_logprobs, temperature))
-    out_dtype = _upcast(student_hidden).dtype
-    per_row = torch.cat(pieces) if pieces else student_hidden.new_zeros(0, dtype=out_dtype)
-    # Scatter back to [B, T] (zeros at masked positions) so aggregation is shared with the others.
-    per_token = torch.zeros(n_rows, dtype=per_row.dtype, device=per_row.device)
-    per_token = per_token.index_copy(0, rows, per_row).view(B, T)
-    if not pieces and need_grad:
-        # Keep the graph connected for an all-masked batch (backward must still work).
-        per_token = per_token + 0.0 * (student_hidden.sum() + student_head.sum())
-    loss = aggregate(per_token, mask, aggregation)
     return loss, {"kl": _float(loss)}
 
 
@@ -398,3 +325,7 @@ def consistency_regularizer(noctx_logits: Tensor, ctx_logits: Tensor, mask: Tens
     c_lp = F.log_softmax(_scaled(ctx_logits, temperature), dim=-1)
     loss = aggregate((n_lp.exp() * (n_lp - c_lp)).sum(-1), mask, aggregation)
     return loss, {"kl": _float(loss)}
+
+
+# The memory-flat variant lives in its own module (a custom autograd function); re-exported here.
+from opcd.chunked_kl import chunked_full_reverse_kl  # noqa: E402

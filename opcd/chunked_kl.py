@@ -1,0 +1,149 @@
+"""Memory-flat full-vocabulary reverse KL: never more than one chunk of ``[rows, V]`` logits alive.
+
+``full_reverse_kl`` needs the student's ``[B, T, V]`` logits (and autograd keeps several tensors of
+that size for the backward). Here the LM head is applied inside the loss, ``chunk_size`` positions
+at a time, by a custom autograd function with the analytic gradient
+
+    d KL(p || q) / d z_v = p_v * (log p_v - log q_v - KL) / tau      (z = logits, p = softmax(z / tau))
+
+so the backward needs no saved activations of vocabulary size: it recomputes one chunk's logits
+into a single buffer, turns that buffer *in place* into its gradient, row block by row block (the
+temporaries are ``row_block x V``), and multiplies it into ``d hidden`` and ``d head``. Peak extra
+memory is one chunk's logits plus small row-block temporaries, whatever ``T`` is
+(``benchmarks/bench_loss.py`` measures it).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from opcd.losses import Metrics, TeacherRows, _check_mode, _check_temperature, _float, _valid, aggregate
+
+ROW_BLOCK = 32  # rows per in-place step inside a chunk: temporaries are ROW_BLOCK x V
+
+
+def _teacher_rows(teacher: TeacherRows, rows: Tensor, dtype: torch.dtype) -> Tensor:
+    """Teacher log-probs ``[len(rows), V]`` for flat positions ``rows`` (lazy callable or a tensor)."""
+    with torch.no_grad():  # a lazy teacher (e.g. a matmul) must not build a graph of its own
+        t = teacher(rows) if callable(teacher) else teacher.reshape(-1, teacher.shape[-1]).index_select(0, rows)
+    return t.detach().to(dtype)
+
+
+def _chunk_logprobs(h: Tensor, head: Tensor, temperature: float) -> Tensor:
+    """Student log-probs of one chunk, ``[n, V]`` float32 (or wider), in one buffer.
+
+    The log-softmax is taken in place, row block by row block: ``torch.logsumexp`` over the whole
+    chunk would allocate chunk-sized temporaries.
+    """
+    dtype = torch.promote_types(h.dtype, torch.float32)
+    z = h.to(dtype) @ head.to(dtype).t()
+    if temperature != 1.0:
+        z.div_(temperature)
+    for i in range(0, z.shape[0], ROW_BLOCK):
+        blk = z[i:i + ROW_BLOCK]
+        blk.sub_(torch.logsumexp(blk, dim=-1, keepdim=True))
+    return z
+
+
+def _chunk_kl(lp: Tensor, rows: Tensor, teacher: TeacherRows) -> Tensor:
+    """Per-row KL ``[n]`` from one chunk's student log-probs ``lp [n, V]`` (row-block temporaries)."""
+    kl = torch.empty(lp.shape[0], dtype=lp.dtype, device=lp.device)
+    for i in range(0, lp.shape[0], ROW_BLOCK):
+        blk = lp[i:i + ROW_BLOCK]
+        q = _teacher_rows(teacher, rows[i:i + blk.shape[0]], blk.dtype)
+        kl[i:i + blk.shape[0]] = (blk.exp() * (blk - q)).sum(-1)
+    return kl
+
+
+def _chunk_grad_(lp: Tensor, rows: Tensor, teacher: TeacherRows, grad_kl: Tensor, temperature: float) -> Tensor:
+    """Turn one chunk's log-probs ``lp [n, V]`` *in place* into ``d loss / d logits``."""
+    for i in range(0, lp.shape[0], ROW_BLOCK):
+        blk = lp[i:i + ROW_BLOCK]
+        diff = blk - _teacher_rows(teacher, rows[i:i + blk.shape[0]], blk.dtype)
+        p = blk.exp_()  # blk now holds p
+        kl = (p * diff).sum(-1, keepdim=True)
+        blk.mul_(diff.sub_(kl)).mul_(grad_kl[i:i + blk.shape[0], None].to(blk.dtype) / temperature)
+    return lp
+
+
+class _ChunkedReverseKL(torch.autograd.Function):
+    """Per-row ``KL(p_s || p_t)``: ``forward(h [N,H], head [V,H], rows [N], teacher, tau, chunk) -> [N]``.
+
+    One function for all chunks, so the backward accumulates ``d head`` in one buffer (``addmm_``)
+    instead of autograd summing a fresh ``[V, H]`` gradient per chunk. Each chunk's buffer lives
+    only inside one helper call, so it is freed before the next chunk's is built.
+    """
+
+    @staticmethod
+    def forward(ctx, h, head, rows, teacher, temperature, chunk_size):
+        kl = [_chunk_kl(_chunk_logprobs(h[c:c + chunk_size], head, temperature), rows[c:c + chunk_size], teacher)
+              for c in range(0, h.shape[0], chunk_size)]
+        ctx.save_for_backward(h, head, rows)
+        ctx.teacher, ctx.temperature, ctx.chunk_size = teacher, temperature, chunk_size
+        return torch.cat(kl) if kl else h.new_zeros(0, dtype=torch.promote_types(h.dtype, torch.float32))
+
+    @staticmethod
+    def backward(ctx, grad_kl):
+        h, head, rows = ctx.saved_tensors
+        wide, n = torch.promote_types(h.dtype, torch.float32), ctx.chunk_size
+        with torch.profiler.record_function("opcd::leaf_grads"):  # lets the benchmark tell them apart
+            grad_h = torch.empty(h.shape, dtype=wide, device=h.device) if ctx.needs_input_grad[0] else None
+            grad_head = torch.zeros(head.shape, dtype=wide, device=head.device) if ctx.needs_input_grad[1] else None
+        head_w = head.to(wide)
+        for c in range(0, h.shape[0], n):
+            hc = h[c:c + n].to(wide)
+            g = _chunk_grad_(_chunk_logprobs(hc, head, ctx.temperature), rows[c:c + n], ctx.teacher,
+                             grad_kl[c:c + n], ctx.temperature)
+            if grad_h is not None:
+                torch.mm(g, head_w, out=grad_h[c:c + n])
+            if grad_head is not None:
+                grad_head.addmm_(g.t(), hc)
+            del g  # before the next chunk's buffer is built
+        return (None if grad_h is None else grad_h.to(h.dtype), None if grad_head is None else grad_head.to(head.dtype),
+                None, None, None, None)
+
+
+def chunked_full_reverse_kl(student_hidden: Tensor, student_head: Tensor,
+                            teacher_logprobs: TeacherRows, mask: Tensor, temperature: float = 1.0,
+                            chunk_size: int = 1024,
+                            aggregation: str = "token_mean") -> tuple[Tensor, Metrics]:
+    """Same value and gradients as ``full_reverse_kl``, without ever holding the student's
+    ``[B*T, V]`` logits: peak extra memory is one ``[chunk_size, V]`` buffer whatever ``T`` is.
+
+    The ``N = B*T`` positions are flattened, only masked-in rows are kept, and they are processed
+    ``chunk_size`` rows at a time (logits ``hidden_chunk @ student_head.T / tau``). Gradients flow to
+    both ``student_hidden`` and ``student_head``.
+
+    Args:
+        student_hidden: [B, T, H] final hidden states (after the final norm), grad flows.
+        student_head: [V, H] LM-head weight (``lm_head.weight``), grad flows.
+        teacher_logprobs: either a [B, T, V] tensor of teacher log-probs over the full vocab, already
+            at temperature ``tau`` (not rescaled here), or a callable ``f(rows) -> [n, V]`` where
+            ``rows`` is a long tensor of flat indices ``b * T + t``; this lets a caller produce
+            teacher rows lazily (e.g. ``log_softmax(teacher_hidden.view(-1,H)[rows] @ W_t.T / tau)``).
+            The callable runs under ``no_grad``, in row blocks of at most ``chunk_size`` rows, once
+            in the forward and **again in the backward**, so it must be deterministic and cheap.
+        mask: [B, T]. temperature: applied to the student only. chunk_size: rows per chunk (>= 1).
+
+    Returns nats/token aggregated by ``aggregation``; metric ``"kl"``.
+    """
+    _check_mode(aggregation)
+    _check_temperature(temperature)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    B, T, H = student_hidden.shape
+    n_rows = B * T
+    rows = _valid(mask).reshape(-1).nonzero().squeeze(1)
+    flat_hidden = student_hidden.reshape(n_rows, H)
+    need_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head.requires_grad)
+    # [n, H] masked-in rows (no copy when every row is in), saved for the backward
+    h = flat_hidden if rows.numel() == n_rows else flat_hidden.index_select(0, rows)
+    per_row = _ChunkedReverseKL.apply(h, student_head, rows, teacher_logprobs, temperature, chunk_size)
+    # Scatter back to [B, T] (zeros at masked positions) so aggregation is shared with the others.
+    per_token = torch.zeros(n_rows, dtype=per_row.dtype, device=per_row.device)
+    per_token = per_token.index_copy(0, rows, per_row).view(B, T)
+    if rows.numel() == 0 and need_grad:
+        # Keep the graph connected for an all-masked batch (backward must still work).
+        per_token = per_token + 0.0 * (student_hidden.sum() + student_head.sum())
+    loss = aggregate(per_token, mask, aggregation)
+    return loss, {"kl": _float(loss)}
