@@ -133,3 +133,14 @@ def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
     pids = ray.get([a.ping.remote() for a in [*workers, teacher, *learners]])
     names = [*(f"rollout_{i}" for i in range(len(workers))), "teacher", *(f"learner_{i}" for i in range(len(learners)))]
     return Actors(workers, teacher, learners, dict(zip(names, pids)), pg)
+
+
+def stop_actors(actors: Actors) -> None:
+    """Kill every actor and release the placement group (Ray stays up for whatever runs next)."""
+    import ray
+    from ray.util.placement_group import remove_placement_group
+
+    for a in [*actors.workers, actors.teacher, *actors.learners]:
+        ray.kill(a, no_restart=True)
+    if actors.placement_group is not None:
+        remove_placement_group(actors.placement_group)

@@ -168,7 +168,11 @@ class LearnerActor:
 
     def named_weights(self) -> list[tuple[str, torch.Tensor]]:
         """Full HF-named weights on CPU, for pushing into the vLLM engines through the object store."""
-        return self._gathered(lambda named: [(n, p.detach().float().cpu().clone()) for n, p in named])
+        # Ray serialises the return value into the object store (a copy) before any later step, so
+        # no clone is needed -- except under ZeRO-3, whose gathered tensors are freed on leaving the gather.
+        z3 = self.ds_config["zero_optimization"]["stage"] == 3
+        return self._gathered(lambda named: [(n, p.detach().float().cpu().clone() if z3 else p.detach().float().cpu())
+                                             for n, p in named])
 
     # --- bucketed broadcast sync (opcd.sync.broadcast); only rank 0 sends, every rank gathers ---
     def weight_specs(self) -> list:

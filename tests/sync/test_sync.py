@@ -22,10 +22,11 @@ def _engine_logprobs(ray, worker, seqs, resp_lens):
     return ray.get(worker.score_prompts.remote(seqs, resp_lens))
 
 
-@pytest.mark.parametrize("method", ["object_store", "broadcast"])
-def test_push_weights_makes_engine_match_learner(ray_local, tiny_model_dir, method):
+@pytest.mark.parametrize("method,zero_stage", [("object_store", 0), ("broadcast", 0), ("object_store", 3)])
+def test_push_weights_makes_engine_match_learner(ray_local, tiny_model_dir, method, zero_stage, request):
+    """ZeRO-3 shards the weights: the push must gather them (and not send freed buffers)."""
     ray = ray_local
-    from opcd.actors import start_actors
+    from opcd.actors import start_actors, stop_actors
     from opcd.batch import build_learn_batch
     from opcd.chat import encode_prompt
     from opcd.modeling import load_causal_lm, load_tokenizer, response_logits
@@ -36,10 +37,12 @@ def test_push_weights_makes_engine_match_learner(ray_local, tiny_model_dir, meth
     cfg.model.path = tiny_model_dir
     cfg.rollout.num_workers = 2 if method == "broadcast" else 1
     cfg.rollout.num_cpus = cfg.teacher.num_cpus = cfg.learner.num_cpus = 0.25
+    cfg.learner.zero_stage = zero_stage
     cfg.sync.method, cfg.sync.bucket_mb = method, 0.05  # small buckets: the tiny model travels in several
     cfg.algo.lr = 0.05  # a big step so that the weights visibly change
     cfg.algo.loss = "nll"
     actors = start_actors(cfg, tiny_model_dir, batch_size=4)
+    request.addfinalizer(lambda: stop_actors(actors))  # free the CPUs for the next case
     tok = load_tokenizer(tiny_model_dir)
     prompts = [encode_prompt(tok, p) for p in ["abc", "hello", "xyz", "qq"]]
     resp = [tok.encode(a, add_special_tokens=False) for a in ["cba", "olleh", "zyx", "qq"]]
