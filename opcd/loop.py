@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from opcd.actors import start_actors
+from opcd.actors import start_actors, stop_actors
 from opcd.batch import build_learn_batch, pad_3d
 from opcd.chat import encode_prompt
 from opcd.checkpoint import find_resume_checkpoint, load_state, remove_partial, truncate_jsonl, write_checkpoint
@@ -115,21 +115,32 @@ def step_seed(cfg, step: int) -> int:
 def train(cfg, config_dict: dict) -> dict:
     """Run ``cfg.steps`` steps of ``cfg.algo``; returns the final evaluation metrics."""
     import ray
-    from tqdm import tqdm
 
     out = Path(cfg.output_dir)
-    algo, ro = cfg.algo, cfg.rollout
     prep = prepare(cfg)
-    tok, task, train_recs = prep.tok, prep.task, prep.train_recs
-    student_prompts, context_prompts, p_student = prep.student_prompts, prep.context_prompts, prep.p_student
     ckpt = find_resume_checkpoint(cfg.resume, out)
     state = load_state(ckpt, config_dict) if ckpt else None  # refuses a changed config before any actor starts
     # --- actors ---
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=True,
                  configure_logging=False)
-    batch_size = cfg.prompts_per_step * ro.n
+    batch_size = cfg.prompts_per_step * cfg.rollout.n
     actors = start_actors(cfg, prep.teacher_path, batch_size)
+    try:
+        return run(cfg, config_dict, prep, actors, ckpt, state)
+    finally:
+        stop_actors(actors)  # frees the cluster's resources, also when Ray outlives this run
+
+
+def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
+    """The loop itself, on started actors, from a fresh start or from checkpoint ``ckpt`` (``state``)."""
+    import ray
+    from tqdm import tqdm
+
+    out = Path(cfg.output_dir)
+    algo, ro = cfg.algo, cfg.rollout
+    tok, task, train_recs = prep.tok, prep.task, prep.train_recs
+    student_prompts, context_prompts, p_student = prep.student_prompts, prep.context_prompts, prep.p_student
     out.mkdir(parents=True, exist_ok=True)
     (out / "actors.json").write_text(json.dumps(actors.pids))
     remove_partial(out)
