@@ -1,0 +1,230 @@
+"""System-prompt evaluation with vLLM: how often does a model do what a system prompt asks, with and
+without that prompt? Shared by opcd and TRL runs in ``benchmarks/vs_trl_smollm2.py``.
+
+    python -m opcd.eval.sysprompt --model ~/.cache/opcd/SmolLM2-135M-Instruct --out base.json
+    python -m opcd.eval.sysprompt --model A --model B --conditions none,french --out ab.json
+    python -m opcd.eval.sysprompt --spec spec.json --out all.json   # [{"label", "path", "conditions"}]
+
+For each model it samples every held-out user prompt (``opcd.tasks.sysprompt_data.EVAL_PROMPTS``)
+``samples`` times at temperature 0.7, top-p 0.9, up to 128 new tokens, under each *condition*:
+``none`` (no system prompt; the chat template's default system turn applies) or the name of a system
+prompt (``opcd.tasks.sysprompt.SYSTEM_PROMPTS``) given as the system message. A system prompt's rate
+*with* it is its verifier over its own condition; its rate *without* it is its verifier over the
+``none`` samples. Rates carry n and a 95% Wilson interval; ``harm`` compares two models' rates.
+
+Several models share one engine: after the first, weights are reloaded in place (same architecture),
+and the engine's sampling RNG is re-seeded before each (model, condition), so a model's numbers do
+not depend on which models were evaluated before it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+NONE = "none"  # the condition without any system prompt
+
+
+@dataclass
+class EvalSettings:
+    prompts: int = 60  # held-out user prompts (first N of EVAL_PROMPTS)
+    samples: int = 2  # samples per prompt and condition
+    temperature: float = 0.7  # sampling temperature
+    top_p: float = 0.9  # nucleus threshold
+    max_tokens: int = 128  # new tokens per reply
+    seed: int = 0  # engine seed, re-applied before every (model, condition)
+    max_model_len: int = 512  # engine context length
+    threads: int = 2  # torch threads of the engine
+    kv_cache_gb: int = 1  # vLLM CPU KV cache
+    engine: str = "vllm_cpu"  # vllm_cpu | vllm_cuda
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics (pure)
+# --------------------------------------------------------------------------------------------------
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n (``(0, 1)`` when n = 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if k == 0 else lo), (1.0 if k == n else hi)  # exact ends (no 0.9999999999999999)
+
+
+def proportion(hits, z: float = Z95) -> dict:
+    """``{"rate", "k", "n", "lo", "hi"}`` of a list of booleans (rate None when empty)."""
+    hits = [bool(h) for h in hits]
+    k, n = sum(hits), len(hits)
+    lo, hi = wilson_interval(k, n, z)
+    return {"rate": k / n if n else None, "k": k, "n": n, "lo": lo, "hi": hi}
+
+
+def difference(before: dict, after: dict, z: float = Z95) -> dict:
+    """``before.rate - after.rate`` with Newcombe's hybrid-score 95% interval (independent samples).
+
+    Used for Harm: a positive value is a drop. The two evaluations share their prompts, so treating
+    them as independent gives a conservative (wider) interval.
+    """
+    p1, p2 = before["rate"], after["rate"]
+    if p1 is None or p2 is None:
+        return {"diff": None, "lo": None, "hi": None}
+    l1, u1 = wilson_interval(before["k"], before["n"], z)
+    l2, u2 = wilson_interval(after["k"], after["n"], z)
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return {"diff": d, "lo": max(-1.0, lo), "hi": min(1.0, hi)}
+
+
+def score(texts: dict[str, list[str]], verifiers: dict[str, Callable[[str], bool]]) -> dict[str, dict]:
+    """Rates per system prompt from the replies of each condition.
+
+    ``texts[condition]`` are the replies under ``condition`` (``none`` or a system prompt's name).
+    Returns ``{name: {"with": proportion | None, "without": proportion | None}}`` for every verifier.
+    """
+    out = {}
+    for name, ok in verifiers.items():
+        out[name] = {"with": proportion(map(ok, texts[name])) if name in texts else None,
+                     "without": proportion(map(ok, texts[NONE])) if NONE in texts else None}
+    return out
+
+
+def harm(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
+    """Per system prompt and condition (with / without): drop from ``before`` to ``after`` rates."""
+    out = {}
+    for name in before:
+        if name not in after:
+            continue
+        out[name] = {c: difference(before[name][c], after[name][c])
+                     for c in ("with", "without") if before[name].get(c) and after[name].get(c)}
+    return out
+
+
+def fmt_rate(p: dict | None) -> str:
+    """``"38.3% [30.1, 47.2] n=120"`` (percent, 95% interval)."""
+    if not p or p.get("rate") is None:
+        return "–"
+    return f"{100 * p['rate']:.1f}% [{100 * p['lo']:.1f}, {100 * p['hi']:.1f}] n={p['n']}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------------
+def _arch(path: str) -> dict:
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size", "tie_word_embeddings")
+    return {k: cfg.get(k) for k in keys}
+
+
+def _weights(path: str):
+    from safetensors.torch import load_file
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.safetensors weights to evaluate")
+    for f in files:
+        yield from load_file(str(f)).items()
+
+
+def evaluate_models(models: list[dict], settings: EvalSettings | None = None,
+                    system_prompts: dict[str, str] | None = None,
+                    verifiers: dict[str, Callable[[str], bool]] | None = None,
+                    log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Evaluate ``models`` = ``[{"label", "path", "conditions": ["none", "french", ...]}]``.
+
+    Returns ``{label: {"path", "conditions": {cond: {"n", "tokens", "seconds", "examples"}},
+    "rates": score(...), "seconds"}}``. Conditions default to ``none`` plus every system prompt.
+    """
+    from opcd.chat import encode_prompt
+    from opcd.modeling import load_tokenizer
+    from opcd.rollout.engine import make_llm, reload_weights, sample, seed_engine
+    from opcd.tasks import sysprompt
+    from opcd.tasks.sysprompt_data import EVAL_PROMPTS
+
+    s = settings or EvalSettings()
+    system_prompts = system_prompts or sysprompt.SYSTEM_PROMPTS
+    verifiers = verifiers or {n: sysprompt.VERIFIERS[n] for n in system_prompts}
+    prompts = EVAL_PROMPTS[:s.prompts]
+    llm, arch, tok, results = None, None, None, {}
+    for m in models:
+        t_model = time.perf_counter()
+        label, path = m["label"], str(Path(m["path"]).expanduser())
+        conds = list(m.get("conditions") or [NONE, *system_prompts])
+        bad = [c for c in conds if c != NONE and c not in system_prompts]
+        if bad:
+            raise ValueError(f"unknown condition(s) {bad}; expected {NONE!r} or one of {sorted(system_prompts)}")
+        if llm is None or _arch(path) != arch:
+            llm = None  # drop the old engine before building another
+            tok = load_tokenizer(path)
+            llm = make_llm(path, s.engine, max_model_len=s.max_model_len, seed=s.seed, threads=s.threads,
+                           kv_cache_gb=s.kv_cache_gb)
+            arch = _arch(path)
+        else:
+            reload_weights(llm, _weights(path))
+        texts, info = {}, {}
+        for c in conds:
+            ids = [encode_prompt(tok, p, "" if c == NONE else system_prompts[c]) for p in prompts]
+            seed_engine(llm, s.seed)
+            t0 = time.perf_counter()
+            out = sample(llm, ids, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, n=s.samples)
+            dt = time.perf_counter() - t0
+            texts[c] = [o.text for o in out]
+            n_tok = sum(len(o.response_ids) for o in out)
+            info[c] = {"n": len(out), "tokens": n_tok, "seconds": dt, "examples": texts[c][:3]}
+            log(f"[eval] {label}: {c:<8} {len(out)} replies, {n_tok} tokens in {dt:.1f} s ({n_tok / max(dt, 1e-9):.0f} tok/s)")
+        rates = score(texts, {n: verifiers[n] for n in system_prompts})
+        results[label] = {"path": path, "conditions": info, "rates": rates,
+                          "seconds": time.perf_counter() - t_model}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from opcd.tasks.sysprompt import SYSTEM_PROMPTS
+
+    ap = argparse.ArgumentParser(description="System-prompt following rates (with / without the prompt) of "
+                                 "HF model directories, sampled with vLLM.")
+    ap.add_argument("--model", action="append", default=[], help="model directory (repeatable)")
+    ap.add_argument("--spec", help='JSON file: [{"label": ..., "path": ..., "conditions": [...]}, ...]')
+    ap.add_argument("--conditions", default="", help=f"comma list of {NONE} and {', '.join(SYSTEM_PROMPTS)} "
+                    "(default: all)")
+    ap.add_argument("--out", required=True, help="where the JSON result is written")
+    d = EvalSettings()
+    for f, v in asdict(d).items():
+        ap.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v, help=f"default {v}")
+    args = ap.parse_args(argv)
+    settings = EvalSettings(**{f: getattr(args, f) for f in asdict(d)})
+    conds = [c for c in args.conditions.split(",") if c]
+    models = json.loads(Path(args.spec).read_text()) if args.spec else []
+    for p in args.model:
+        label = p if all(m["label"] != p for m in models) else f"{p}#{len(models) + 1}"
+        models.append({"label": label, "path": p, "conditions": conds})
+    if not models:
+        ap.error("give --model DIR (repeatable) or --spec FILE")
+    try:
+        res = evaluate_models(models, settings)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"opcd.eval.sysprompt: error: {e}", file=sys.stderr)
+        return 1
+    for label, r in res.items():
+        print(label)
+        for name, rr in r["rates"].items():
+            print(f"  {name:<8} with: {fmt_rate(rr['with']):<32} without: {fmt_rate(rr['without'])}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": asdict(settings), "results": res}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""System-prompt distillation on a real instruct model (issue #9: head to head with TRL).
+
+The privileged context is a *system prompt*; the student must behave as if it were there when it is
+not. The distilled prompt is ``french`` ("Always reply in French, ..."); two other system prompts
+with programmatic verifiers measure what distillation does to prompts that are still given (Harm):
+
+==========  ===========================================================  ==============================
+name        system prompt                                                verifier (reply -> bool)
+==========  ===========================================================  ==============================
+french      Always reply in French, whatever language the user writes in.  langdetect says ``fr``
+spanish     Always reply in Spanish, whatever language the user writes in. langdetect says ``es``
+cat         You are a cat. Start every reply with 'Meow!'                 the reply contains "meow"
+==========  ===========================================================  ==============================
+
+SmolLM2-135M-Instruct follows them with the prompt (``python -m opcd.eval.sysprompt``: 60 held-out
+prompts x 2 samples at T=0.7, top-p 0.9, 128 tokens): French 55.8% [46.9, 64.4], Spanish 71.7%
+[63.0, 79.0], cat 21.7% [15.2, 29.9]; without any system prompt 0% each. Candidates it did not
+follow (40-60 replies each): "Begin every reply with the word 'Ahoy'" 2%, "End every reply with the
+sentence 'Hope this helps!'" 0%, all capital letters 0%, "mention bananas" 3%, "include an emoji" 3%,
+"answer with a numbered list" 12% (20% without it), German 45%.
+
+User prompts are the fixed English lists of ``opcd.tasks.sysprompt_data`` (200 train, 60 eval,
+disjoint). Language detection uses ``langdetect`` with ``DetectorFactory.seed = 0`` (its results are
+otherwise random); it is the ``bench`` extra, so this task fails at load time with the pip command
+when it is missing.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from opcd.tasks.sysprompt_data import EVAL_PROMPTS, TRAIN_PROMPTS
+
+SYSTEM_PROMPTS = {
+    "french": "Always reply in French, whatever language the user writes in.",
+    "spanish": "Always reply in Spanish, whatever language the user writes in.",
+    "cat": "You are a cat. Start every reply with 'Meow!'",
+}
+LANGDETECT_HINT = "pip install langdetect (or pip install -e '.[bench]')"
+
+
+def _detector():
+    try:
+        from langdetect import DetectorFactory, detect
+        from langdetect.lang_detect_exception import LangDetectException
+    except ImportError:
+        raise ImportError(f"the sysprompt task's language verifiers need langdetect; run: {LANGDETECT_HINT}") from None
+    DetectorFactory.seed = 0  # langdetect is randomised; a fixed seed makes every verdict reproducible
+    return detect, LangDetectException
+
+
+def detect_language(text: str) -> str:
+    """ISO code langdetect gives ``text`` (``""`` when there is nothing to detect, e.g. empty/digits)."""
+    detect, err = _detector()
+    if not any(c.isalpha() for c in text):
+        return ""
+    try:
+        return detect(text)
+    except err:
+        return ""
+
+
+def is_french(text: str) -> bool:
+    return detect_language(text) == "fr"
+
+
+def is_spanish(text: str) -> bool:
+    return detect_language(text) == "es"
+
+
+def says_meow(text: str) -> bool:
+    return "meow" in text.lower()
+
+
+VERIFIERS: dict[str, Callable[[str], bool]] = {"french": is_french, "spanish": is_spanish, "cat": says_meow}
+
+
+def check_names(distill: str, others: list[str]) -> None:
+    for n in [distill, *others]:
+        if n not in SYSTEM_PROMPTS:
+            raise ValueError(f"unknown system prompt {n!r}; the sysprompt task knows {sorted(SYSTEM_PROMPTS)}")
+    if distill in others:
+        raise ValueError(f"task.other_prompts must not contain the distilled prompt {distill!r}")
+
+
+def verify(response: str, record: dict) -> bool:
+    """The record's system prompt's verifier (``metadata.sysprompt``), applied with or without the prompt."""
+    return VERIFIERS[record["metadata"]["sysprompt"]](response)
+
+
+def _record(prompt: str, name: str, kind: str, group: str, split: str) -> dict:
+    return {"prompt": prompt, "context": SYSTEM_PROMPTS[name] if kind == "system" else "", "answer": "",
+            "metadata": {"task": "sysprompt", "sysprompt": name, "context_kind": kind, "group": group,
+                         "split": split}}
+
+
+def train_records(distill: str = "french", n: int | None = None, others: list[str] = (),
+                  retain_ratio: float = 0.0) -> list[dict]:
+    """Training records: the first ``n`` (default all 200) training prompts with the distilled system
+    prompt as context; with ``retain_ratio > 0`` also retain records (another system prompt that the
+    student sees too, ``metadata.retain``), spread round-robin over ``others``."""
+    prompts = TRAIN_PROMPTS[:n] if n else TRAIN_PROMPTS
+    out = [_record(p, distill, "system", "distilled", "train") for p in prompts]
+    n_retain = round(retain_ratio * len(out))
+    for i in range(n_retain if others else 0):
+        rec = _record(prompts[i % len(prompts)], others[i % len(others)], "system", "other", "train")
+        rec["metadata"]["retain"] = True
+        out.append(rec)
+    return out
+
+
+def eval_records(distill: str = "french", others: list[str] = (), n: int | None = None,
+                 others_without: bool = False) -> list[dict]:
+    """Evaluation records on the held-out prompts: the distilled prompt with and without its system
+    prompt (group ``distilled``), the other prompts with theirs (group ``other``; also without it when
+    ``others_without``). ``context_kind`` is ``system`` or ``none``."""
+    prompts = EVAL_PROMPTS[:n] if n else EVAL_PROMPTS
+    out = [_record(p, distill, kind, "distilled", "eval") for kind in ("system", "none") for p in prompts]
+    for name in others:
+        for kind in ("system", "none") if others_without else ("system",):
+            out += [_record(p, name, kind, "other", "eval") for p in prompts]
+    return out
