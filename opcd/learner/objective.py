@@ -61,8 +61,8 @@ def student_loss(model, mb: LearnBatch, algo, pad_id: int) -> tuple[torch.Tensor
             raise ValueError(f"unknown algo.loss {name!r}; expected one of {sorted(TEACHER_SUPPORT)}")
     metrics = {f"loss/{k}": v for k, v in m.items()}
     if algo.nca_beta > 0:
-        if logits is None:
-            logits, _ = response_logits(model, mb.student_seqs, mb.resp_lens, pad_id)
+        if logits is None:  # full_reverse_kl kept only the hidden states: apply the head, no second forward
+            logits = model.get_output_embeddings()(hidden)
         ctx_logits, _ = response_logits(model, mb.context_seqs, mb.resp_lens, pad_id)
         reg, _ = losses.consistency_regularizer(logits, ctx_logits, mask, temperature=T, aggregation=agg)
         loss = loss + algo.nca_beta * reg
