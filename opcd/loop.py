@@ -15,6 +15,7 @@ from opcd.chat import encode_prompt
 from opcd.checkpoint import find_resume_checkpoint, load_state, remove_partial, truncate_jsonl, write_checkpoint
 from opcd.learner.actor import merge_rank_stats
 from opcd.learner.objective import TEACHER_SUPPORT
+from opcd.eval.metrics import Result, accuracies, paired, topk_agreement_kl
 from opcd.modeling import check_same_tokenizer, load_tokenizer
 from opcd.recovery import Supervisor
 from opcd.rollout.worker import generate_on
@@ -23,7 +24,9 @@ from opcd.tasks import load_task
 from opcd.tasks.records import check_lengths
 from opcd.tracking import Tracker
 
-STUDENT_SAMPLES = {"opcd": 1.0, "opcd_nca": 1.0, "offpolicy_cd": 0.0, "sft": 0.0}  # gkd: algo.gkd_lambda
+# Share of each step's responses sampled by the student (the rest by the teacher); gkd: algo.gkd_lambda;
+# icl trains nothing (it is the teacher with its context, evaluated; the value is unused).
+STUDENT_SAMPLES = {"opcd": 1.0, "opcd_nca": 1.0, "offpolicy_cd": 0.0, "sft": 0.0, "icl": 1.0}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -51,17 +54,37 @@ def render(tok, records, with_context: bool) -> list[list[int]]:
 
 
 def evaluate(actors, tok, records, verify, max_tokens: int, timeout: float | None = None) -> dict[str, float]:
-    """Greedy accuracy through the rollout engines, per context kind and rule group."""
+    """Greedy decoding through the rollout engines; accuracy per group and context kind, plus
+    Harm / BothCorrect / Δlen over the prompts asked both with and without context (opcd.eval.metrics)."""
     if not records:
         return {}
     samples = generate_on(actors.workers, render(tok, records, True), {"temperature": 0.0, "max_tokens": max_tokens},
                           timeout=timeout)
-    groups: dict[str, list[bool]] = {}
-    for rec, s in zip(records, samples):
-        m = rec["metadata"]
-        ok = verify(s.text, rec)
-        groups.setdefault(f"eval/{m.get('group', 'all')}/{m.get('context_kind', 'any')}", []).append(ok)
-    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+    results = [Result(rec, verify(s.text, rec), len(s.response_ids)) for rec, s in zip(records, samples)]
+    return {**accuracies(results), **paired(results)}
+
+
+def agreement(actors, tok, records, top_k: int, max_tokens: int, timeout: float | None = None) -> dict[str, float]:
+    """Teacher-student agreement on a fixed set: the student answers each context-bearing record of
+    the distilled behaviour (group other than ``other``) greedily *without* its context; the teacher scores that answer *with* it; mean per-token
+    KL(student || teacher) over the student's top-k (nats)."""
+    import ray
+
+    recs = [r for r in records if r["context"] and r["metadata"].get("group") != "other"]
+    if not recs:
+        return {}
+    samples = generate_on(actors.workers, render(tok, recs, False),
+                          {"temperature": 0.0, "max_tokens": max_tokens, "top_k_logprobs": top_k}, timeout=timeout)
+    T = max(len(s.response_ids) for s in samples)
+    if T == 0:
+        return {}
+    support = pad_3d([s.topk_ids for s in samples], T, top_k, 0, torch.long)
+    seqs = [c + s.response_ids for c, s in zip(render(tok, recs, True), samples)]
+    lens = [len(s.response_ids) for s in samples]
+    scores = ray.get(actors.teacher.score.remote(seqs, lens, support, top_k, 1.0), timeout=timeout)
+    student = pad_3d([s.topk_logprobs for s in samples], T, top_k, -1e9, torch.float32)
+    mask = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]
+    return {"eval/agreement_kl": topk_agreement_kl(student, scores["logprobs"][:, :T], mask)}
 
 
 @dataclass
@@ -90,7 +113,7 @@ def prepare(cfg) -> Prepared:
         raise ValueError(f"unknown algo.loss {algo.loss!r}; expected one of {sorted(TEACHER_SUPPORT)}")
     p_student = algo.gkd_lambda if algo.name == "gkd" else STUDENT_SAMPLES.get(algo.name)
     if p_student is None:
-        raise ValueError(f"unknown algo.name {algo.name!r}; expected opcd, opcd_nca, offpolicy_cd, gkd or sft")
+        raise ValueError(f"unknown algo.name {algo.name!r}; expected opcd, opcd_nca, offpolicy_cd, gkd, sft or icl")
     if TEACHER_SUPPORT[algo.loss] == "student_topk" and p_student < 1.0:
         raise ValueError(f"algo.loss={algo.loss} needs student rollouts (the student's top-k), but algo "
                          f"{algo.name} samples from the teacher; use loss=forward_kl, jsd or nll")
@@ -167,7 +190,9 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
     tracker = Tracker(cfg, out, config_dict, run_id=state and state.get("run_id"))
 
     def run_eval() -> dict[str, float]:
-        return sup.call("evaluation", lambda t: evaluate(actors, tok, task.eval, task.verify, ro.max_tokens, t))
+        return sup.call("evaluation", lambda t: {
+            **evaluate(actors, tok, task.eval, task.verify, ro.max_tokens, t),
+            **agreement(actors, tok, task.eval, algo.top_k, ro.max_tokens, t)})
 
     def save(step: int) -> None:
         def write_model(tmp: Path) -> None:
@@ -182,10 +207,11 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
     student_topk = TEACHER_SUPPORT[algo.loss] == "student_topk"
     sampling = {"temperature": ro.temperature, "top_p": ro.top_p, "max_tokens": ro.max_tokens, "n": ro.n,
                 "top_k_logprobs": algo.top_k if student_topk else 1}
-    final: dict[str, float] = run_eval() if start >= cfg.steps else {}
+    steps = 0 if algo.name == "icl" else cfg.steps  # icl: the in-context baseline is evaluated, not trained
+    final: dict[str, float] = run_eval() if start >= steps else {}
     if state is None:
-        tracker.log(run_eval(), step=0)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"opcd[{algo.name}]", unit="step")
+        tracker.log(final or run_eval(), step=0)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"opcd[{algo.name}]", unit="step")
     for step in bar:
         t_step = time.perf_counter()
         # Epoch-wise shuffled prompt order: no prompt repeats before every prompt has been used once.
@@ -234,7 +260,7 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
                    "teacher/tokens_per_s": sum(map(len, ctx_seqs)) / scores["seconds"],
                    "learner/tokens_per_s": stats["learner/tokens"] / stats["learner/seconds"],
                    "faults/actor_failures": sup.failures, "step/seconds": time.perf_counter() - t_step}
-        last = step + 1 == cfg.steps
+        last = step + 1 == steps
         if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             if not sync:
                 metrics.update(sup.call("weight sync", lambda _: sync_all()))

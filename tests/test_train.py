@@ -41,13 +41,16 @@ def test_short_default_run_raises_no_context_accuracy(tmp_path):
     assert acc["none"] == pytest.approx(end[key], abs=1.5 / 48)  # thread counts differ: allow one argmax flip
 
 
-@pytest.mark.parametrize("algo", ["opcd_nca", "offpolicy_cd", "gkd", "sft"])
+@pytest.mark.parametrize("algo", ["opcd_nca", "offpolicy_cd", "gkd", "sft", "icl"])
 def test_every_algo_runs_a_step(tmp_path, algo):
     overrides = ["steps=2", "eval_every=0", "prompts_per_step=8", "task.eval_n_per_rule=4", f"algo={algo}",
                  "rollout.num_workers=1"]
     if algo == "gkd":
         overrides.append("algo.top_k=84")  # full-vocabulary JSD on the 84-token toy vocabulary
     _, rows = _train(tmp_path, *overrides)
+    if algo == "icl":  # the in-context baseline: evaluated once, nothing trained or saved
+        assert len(rows) == 1 and "eval/distilled/system" in rows[0] and not (tmp_path / "checkpoints").exists()
+        return
     assert len(rows) == 3 and all(r["nonfinite"] == 0.0 for r in rows[1:])
     loss_key = {"opcd_nca": "loss/consistency", "offpolicy_cd": "loss/kl", "gkd": "loss/jsd", "sft": "loss/nll"}[algo]
     assert loss_key in rows[1]

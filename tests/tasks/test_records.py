@@ -153,10 +153,15 @@ def test_toy_rules_task():
         assert split_of(r["prompt"]) == "test"
         assert md["group"] == ("distilled" if md["rule"] == "reverse" else "other")
         groups.setdefault(md["group"], set()).add((md["rule"], md["context_kind"]))
-    # Distilled rule under every context kind; other rules only with the training context kind.
-    assert groups["distilled"] == {("reverse", k) for k in CONTEXT_KINDS}
+    # Distilled rule under every context kind and, out of distribution, with the held-out paraphrase;
+    # other rules only with the training context kind.
+    assert groups["distilled"] == {("reverse", k) for k in (*CONTEXT_KINDS, "system_heldout")}
     assert groups["other"] == {(r.name, "system") for r in RULES if r.name != "reverse"}
-    assert len(data.eval) == 3 * (len(CONTEXT_KINDS) + len(RULES) - 1)
+    assert len(data.eval) == 3 * (len(CONTEXT_KINDS) + 1 + len(RULES) - 1)
+    heldout = [r for r in data.eval if r["metadata"]["context_kind"] == "system_heldout"]
+    system = [r for r in data.eval if r["metadata"]["context_kind"] == "system" and r["metadata"]["rule"] == "reverse"]
+    assert [r["prompt"] for r in heldout] == [r["prompt"] for r in system]  # same questions, other wording
+    assert all(h["context"] != s["context"] for h, s in zip(heldout, system))
     rec = data.train[0]
     assert data.verify(rec["answer"] + "\n", rec) and not data.verify("nope", rec)
 
