@@ -4,8 +4,9 @@
 
 For the shipped toy model (1.06M parameters) and a wider random Llama of the same vocabulary
 (~25M parameters), it starts the real actors (one DeepSpeed learner, two vLLM rollout workers),
-pushes the weights 5 times with ``opcd.sync.push_weights`` and reports the median wall time, the
-slowest engine's in-place reload, and bytes/s. Writes ``benchmarks/results/sync.json``.
+pushes the weights 5 times with each transport of ``opcd.sync.WeightSync`` (Ray object store;
+bucketed broadcast over gloo) and reports the median wall time, the slowest engine's in-place
+reload, and bytes/s. Writes ``benchmarks/results/sync.json``.
 """
 from __future__ import annotations
 
@@ -15,27 +16,27 @@ import tempfile
 from pathlib import Path
 
 
-def measure(model_path: str, repeats: int = 5) -> dict:
+def measure(model_path: str, method: str, repeats: int = 5) -> dict:
     from omegaconf import OmegaConf
 
-    from opcd.actors import start_actors
+    from opcd.actors import start_actors, stop_actors
     from opcd.config import TrainConfig
     from opcd.modeling import load_causal_lm
-    from opcd.sync import push_weights
+    from opcd.sync import WeightSync
 
     cfg = OmegaConf.structured(TrainConfig())
-    cfg.model.path = model_path
+    cfg.model.path, cfg.sync.method = model_path, method
     actors = start_actors(cfg, model_path, batch_size=8)
-    n_bytes = sum(p.numel() * p.element_size() for p in load_causal_lm(model_path).parameters())
-    push_weights(actors.learners[0], actors.workers)  # warm-up
-    runs = [push_weights(actors.learners[0], actors.workers) for _ in range(repeats)]
+    try:
+        n_bytes = sum(p.numel() * p.element_size() for p in load_causal_lm(model_path).parameters())
+        sync = WeightSync(cfg.sync, "cpu", actors.learners, actors.workers)
+        sync.push()  # warm-up (and, for broadcast, forming the group)
+        runs = [sync.push() for _ in range(repeats)]
+    finally:
+        stop_actors(actors)
     wall = statistics.median(r["sync/seconds"] for r in runs)
     engine = statistics.median(r["sync/engine_seconds"] for r in runs)
-    import ray
-
-    for a in [*actors.workers, actors.teacher, *actors.learners]:
-        ray.kill(a)
-    return {"model": model_path, "bytes": n_bytes, "seconds": wall, "engine_seconds": engine,
+    return {"model": model_path, "method": method, "bytes": n_bytes, "seconds": wall, "engine_seconds": engine,
             "MB_per_s": n_bytes / wall / 1e6, "workers": len(actors.workers)}
 
 
@@ -54,10 +55,12 @@ def main() -> None:
     tok.save_pretrained(big)
 
     ray.init(include_dashboard=False, log_to_driver=False)
-    rows = [measure(str(DEFAULT_OUT)), measure(str(big))]
-    print(f"{'model':<12}{'MB':>8}{'sync s':>10}{'engine s':>10}{'MB/s':>10}")
-    for name, r in zip(["toy (1.1M)", "wide (25M)"], rows):
-        print(f"{name:<12}{r['bytes'] / 1e6:>8.1f}{r['seconds']:>10.4f}{r['engine_seconds']:>10.4f}{r['MB_per_s']:>10.0f}")
+    names = {str(DEFAULT_OUT): "toy (1.1M)", str(big): "wide (25M)"}
+    rows = [measure(path, method) for path in names for method in ("object_store", "broadcast")]
+    print(f"{'model':<12}{'method':>14}{'MB':>8}{'sync s':>10}{'engine s':>10}{'MB/s':>10}")
+    for r in rows:
+        print(f"{names[r['model']]:<12}{r['method']:>14}{r['bytes'] / 1e6:>8.1f}{r['seconds']:>10.4f}"
+              f"{r['engine_seconds']:>10.4f}{r['MB_per_s']:>10.0f}")
     out = Path(__file__).with_name("results") / "sync.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rows, indent=2))

@@ -14,6 +14,7 @@ from pathlib import Path
 class Tracker:
     def __init__(self, cfg, output_dir: Path, config_dict: dict, run_id: str | None = None):
         self.path = output_dir / "metrics.jsonl"
+        self.t0 = time.monotonic()
         output_dir.mkdir(parents=True, exist_ok=True)
         self.run = None
         lc = cfg.logger
@@ -33,7 +34,8 @@ class Tracker:
 
     def log(self, metrics: dict, step: int) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+            # Wall time since this process started logging: curves against time, not only steps.
+            f.write(json.dumps({"step": step, **metrics, "time/elapsed_s": time.monotonic() - self.t0}) + "\n")
         if self.run is not None:
             self.run.log(metrics, step=step)
 

@@ -1,0 +1,172 @@
+"""Reproduction report: every method on one experiment, same budget and seed, one table and plots.
+
+    python benchmarks/reproduce.py                         # toy world (experiment=toy_opcd), ~25 min on 2 cores
+    python benchmarks/reproduce.py --steps 60 --algos opcd,offpolicy_cd,icl
+    python benchmarks/reproduce.py --experiment smollm2_french --steps 95 --name smollm2   # the real model
+    python benchmarks/reproduce.py --from-dir multirun/<dir>   # re-report a finished sweep
+
+It runs ``python -m opcd.train -m algo=<a>,<b>,...`` (a Hydra multirun: one job per method, the
+same experiment, steps, seed and evaluation), reads each job's ``metrics.jsonl`` and writes
+``benchmarks/reproduction_<name>.md`` (a table: method x Acc_x, Acc_{x,c}, Harm, Δlen, OOD accuracy,
+teacher-student KL, wall time; and the paper's targets checked), ``reproduction_<name>.png``
+(accuracy over steps per method, without and with the context) and ``results/reproduction_<name>.json``.
+
+Column definitions (``opcd.eval.metrics``, on the distilled behaviour's test prompts):
+Acc_x = ``eval/distilled/none``; Acc_{x,c} = ``eval/distilled/system``; Harm = P(wrong with the
+context | right without); Δlen = relative response-length change when the context is added;
+OOD = the distilled behaviour with a held-out wording of its context (``system_heldout``, toy world)
+and the other behaviours with their contexts (``eval/other/system``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ALGOS = ["icl", "opcd", "opcd_nca", "offpolicy_cd", "sft", "gkd"]
+COLUMNS = [  # (header, metrics.jsonl key)
+    ("Acc_x", "eval/distilled/none"), ("Acc_x,c", "eval/distilled/system"),
+    ("Harm", "eval/distilled/harm_system"), ("Δlen", "eval/distilled/delta_len_system"),
+    ("OOD: held-out wording", "eval/distilled/system_heldout"), ("OOD: other behaviours", "eval/other/system"),
+    ("KL(student‖teacher)", "eval/agreement_kl"),
+]
+
+
+def run_sweep(experiment: str, algos: list[str], steps: int, seed: int, sweep_dir: Path, extra: list[str]) -> None:
+    cmd = [sys.executable, "-m", "opcd.train", "-m", f"experiment={experiment}", f"algo={','.join(algos)}",
+           f"steps={steps}", f"seed={seed}", "logger=none", f"hydra.sweep.dir={sweep_dir}",
+           "hydra.sweep.subdir=${algo.name}", *extra]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def load_runs(sweep_dir: Path) -> dict[str, list[dict]]:
+    """``{algo: metrics rows}`` for every finished job directory of the sweep."""
+    runs = {}
+    for job in sorted(p for p in sweep_dir.iterdir() if (p / "metrics.jsonl").exists()):
+        rows = [json.loads(x) for x in (job / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        runs[job.name] = rows
+    return runs
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Final values of the table's columns per method, plus wall time (s) and steps."""
+    out = {}
+    for algo, rows in runs.items():
+        evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+        final = evals[-1] if evals else {}
+        out[algo] = {key: final.get(key) for _, key in COLUMNS}
+        out[algo]["steps"] = rows[-1]["step"] if rows else 0
+        out[algo]["wall_s"] = rows[-1].get("time/elapsed_s") if rows else None
+    return out
+
+
+def check_targets(summary: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
+    """The issue's toy-world targets: (statement, met?, the numbers). None = a method is missing."""
+    def get(algo, key):
+        return summary.get(algo, {}).get(key)
+
+    acc, acc_c, harm = "eval/distilled/none", "eval/distilled/system", "eval/distilled/harm_system"
+    ood = "eval/distilled/system_heldout"
+    checks = []
+
+    def add(text, a, b, ok):
+        if a is None or b is None:
+            checks.append((text, None, "missing"))
+        else:
+            checks.append((text, ok(a, b), f"{a:.3f} vs {b:.3f}"))
+
+    add("OPCD Acc_x ≥ off-policy CD Acc_x", get("opcd", acc), get("offpolicy_cd", acc), lambda a, b: a >= b)
+    icl = get("icl", acc_c)
+    add("OPCD Acc_x ≥ 80% of the ICL teacher's accuracy", get("opcd", acc), None if icl is None else 0.8 * icl,
+        lambda a, b: a >= b)
+    add("OPCD OOD accuracy ≥ off-policy CD's", get("opcd", ood), get("offpolicy_cd", ood), lambda a, b: a >= b)
+    add("opcd_nca Harm < opcd Harm", get("opcd_nca", harm), get("opcd", harm), lambda a, b: a < b)
+    return checks
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def write_report(name: str, experiment: str, summary: dict, checks: list, runs: dict, out_dir: Path,
+                 notes: str = "") -> Path:
+    head = ["method", *[h for h, _ in COLUMNS], "steps", "wall time"]
+    lines = [f"# Reproduction report: `{experiment}`", "",
+             "Generated by `python benchmarks/reproduce.py` (see its docstring for the column definitions); "
+             "one seed, the same budget for every method. `icl` is the model with its context, untrained.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for algo, s in summary.items():
+        wall = s["wall_s"]
+        lines.append("| " + " | ".join([f"`{algo}`", *[_fmt(s[k]) for _, k in COLUMNS], str(s["steps"]),
+                                         "—" if wall is None else f"{wall / 60:.1f} min"]) + " |")
+    lines += ["", "Targets (toy world):", ""]
+    lines += [f"- {'MET' if ok else 'NOT MET' if ok is False else 'n/a'}: {text} ({nums})" for text, ok, nums in checks]
+    if notes:
+        lines += ["", notes]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / f"reproduction_{name}.md"
+    md.write_text("\n".join(lines) + "\n")
+    _plot(runs, out_dir / f"reproduction_{name}.png")
+    res = out_dir / "results" / f"reproduction_{name}.json"
+    res.parent.mkdir(parents=True, exist_ok=True)
+    res.write_text(json.dumps({"experiment": experiment, "summary": summary,
+                               "targets": [{"target": t, "met": ok, "values": n} for t, ok, n in checks],
+                               "curves": {a: [{k: v for k, v in r.items() if k.startswith("eval/") or k == "step"}
+                                              for r in rows] for a, rows in runs.items()}}, indent=1))
+    return md
+
+
+def _plot(runs: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (key, title) in zip(axes, [("eval/distilled/none", "without the context (Acc_x)"),
+                                       ("eval/distilled/system", "with the context (Acc_x,c)")]):
+        for algo, rows in runs.items():
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=algo)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--experiment", default="toy_opcd", help="conf/experiment preset every method runs")
+    ap.add_argument("--algos", default=",".join(ALGOS), help="comma-separated algo configs")
+    ap.add_argument("--steps", type=int, default=200, help="optimizer steps per method (the shared budget)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="toy", help="report name: reproduction_<name>.md/.png")
+    ap.add_argument("--from-dir", type=Path, help="report an existing sweep directory instead of running one")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks")
+    ap.add_argument("--notes", default="", help="Markdown appended to the report (findings)")
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
+    args = ap.parse_args(argv)
+    sweep = args.from_dir or ROOT / "multirun" / f"reproduce_{args.name}_{time.strftime('%Y%m%d_%H%M%S')}"
+    if args.from_dir is None:
+        run_sweep(args.experiment, args.algos.split(","), args.steps, args.seed, sweep, args.overrides)
+    runs = load_runs(sweep)
+    if not runs:
+        sys.exit(f"no finished jobs under {sweep}")
+    summary = summarise(runs)
+    md = write_report(args.name, args.experiment, summary, check_targets(summary), runs, args.out_dir, args.notes)
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
