@@ -28,7 +28,7 @@ needs_vllm_cuda = pytest.mark.skipif(not _vllm_is_cuda_build(), reason="needs th
 
 
 def _nccl_member(rank, world, port, q):
-    from opcd.sync.broadcast import make_group, pack, plan_buckets, send_buckets, specs_of, unpack, broadcast
+    from opcd.sync.broadcast import make_group, plan_buckets, receive_buckets, send_buckets, specs_of
 
     torch.cuda.set_device(rank)
     named = [("a", torch.arange(6.0, device="cuda").view(2, 3)), ("b", torch.ones(4, device="cuda"))]
@@ -38,11 +38,7 @@ def _nccl_member(rank, world, port, q):
         send_buckets(group, named, buckets)
         q.put((rank, True))
         return
-    got = []
-    for b in buckets:
-        flat = torch.empty(sum(specs[i].numel for i in b), device="cuda")
-        broadcast(group, flat)
-        got += unpack(flat, [specs[i] for i in b])
+    got = receive_buckets(group, specs, buckets, "cuda")
     q.put((rank, all(torch.equal(t, u) for (_, t), (_, u) in zip(named, got))))
 
 

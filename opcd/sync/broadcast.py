@@ -101,6 +101,18 @@ def send_buckets(group, named: list[tuple[str, torch.Tensor]], buckets: list[lis
         broadcast(group, pack([named[i][1].detach() for i in b]))
 
 
+def receive_buckets(group, specs: list[TensorSpec], buckets: list[list[int]],
+                    device: torch.device | str = "cpu") -> list[tuple[str, torch.Tensor]]:
+    """A receiver's side of :func:`send_buckets`: every tensor, named, on ``device``."""
+    named: list[tuple[str, torch.Tensor]] = []
+    for b in buckets:
+        bs = [specs[i] for i in b]
+        flat = torch.empty(sum(s.numel for s in bs), dtype=getattr(torch, bs[0].dtype), device=device)
+        broadcast(group, flat)
+        named += unpack(flat, bs)
+    return named
+
+
 def engine_join(worker, host: str, port: int, base_rank: int, world: int, backend: str, timeout_s: float) -> None:
     """(in a vLLM worker) Join the sync group as rank ``base_rank + worker.rank`` (its TP rank)."""
     worker.opcd_sync_group = make_group(backend, host, port, base_rank + getattr(worker, "rank", 0), world, timeout_s)
@@ -111,11 +123,6 @@ def engine_receive(worker, specs: list[TensorSpec], buckets: list[list[int]]) ->
     from opcd.rollout.engine import retie_embeddings
 
     device = next(worker.model_runner.get_model().parameters()).device
-    named: list[tuple[str, torch.Tensor]] = []
-    for b in buckets:
-        bs = [specs[i] for i in b]
-        flat = torch.empty(sum(s.numel for s in bs), dtype=getattr(torch, bs[0].dtype), device=device)
-        broadcast(worker.opcd_sync_group, flat)
-        named += unpack(flat, bs)
+    named = receive_buckets(worker.opcd_sync_group, specs, buckets, device)
     worker.reload_weights(weights_iterator=iter(named))
     retie_embeddings(worker)

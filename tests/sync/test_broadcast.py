@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from opcd.config import SyncConfig
 from opcd.sync import resolve_sync
-from opcd.sync.broadcast import TensorSpec, make_group, pack, plan_buckets, send_buckets, specs_of, unpack
+from opcd.sync.broadcast import (TensorSpec, make_group, pack, plan_buckets, receive_buckets, send_buckets,
+                                 specs_of, unpack)
 
 
 def _named():
@@ -53,14 +54,7 @@ def _member(rank, world, port, q):
         send_buckets(group, named, buckets)
         q.put((rank, True))
         return
-    from opcd.sync.broadcast import broadcast
-
-    got = []
-    for b in buckets:  # what engine_receive does, without an engine
-        bs = [specs[i] for i in b]
-        flat = torch.empty(sum(s.numel for s in bs), dtype=getattr(torch, bs[0].dtype))
-        broadcast(group, flat)
-        got += unpack(flat, bs)
+    got = receive_buckets(group, specs, buckets)  # what engine_receive does, without an engine
     q.put((rank, all(torch.equal(t, u) for (_, t), (_, u) in zip(named, got)) and len(got) == len(named)))
 
 
