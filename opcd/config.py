@@ -27,7 +27,7 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "toy_rules"  # task registered in opcd.tasks (toy_rules | jsonl | sysprompt)
+    name: str = "toy_rules"  # task in opcd.tasks: toy_rules | jsonl | sysprompt | math | medical_qa | safety | fewshot
     distill_rules: List[str] = field(default_factory=lambda: ["reverse"])  # toy world: rules whose context is distilled
     context_kind: str = "system"  # toy world: context given to the teacher (system | demos)
     k_demos: int = 4  # toy world: demonstrations per context when context_kind=demos
@@ -40,11 +40,26 @@ class TaskConfig:
     seed: int = 0  # data generation / shuffling seed
     distill_prompt: str = "french"  # sysprompt task: system prompt distilled (opcd.tasks.sysprompt.SYSTEM_PROMPTS key)
     other_prompts: List[str] = field(default_factory=lambda: ["spanish", "cat"])  # sysprompt task: prompts still given, checked for harm
+    dataset: Optional[str] = None  # math/medical_qa/safety/fewshot: Hugging Face dataset name (needs network; train_file/eval_file win)
+    dataset_config: Optional[str] = None  # Hugging Face dataset configuration, e.g. main (openai/gsm8k) or rte (nyu-mll/glue)
+    train_split: str = "train"  # Hugging Face split read for the training records
+    eval_split: str = "test"  # Hugging Face split read for the evaluation records ("" = no evaluation)
+    context: str = ""  # math: experience text; medical_qa/safety: system prompt ("" = none / the shipped prompt)
+    context_file: Optional[str] = None  # math/medical_qa/safety: text file holding the context (wins over task.context)
+    question_column: str = ""  # math/medical_qa/safety: question column ("" = task default; a.b reaches nested fields)
+    answer_column: str = ""  # math/medical_qa/safety/fewshot: reference answer or label column ("" = task default)
+    option_columns: List[str] = field(default_factory=list)  # medical_qa: one column per option, or one list/dict column
+    instruction: str = ""  # math: text appended to every question (e.g. the \boxed{} request)
+    template: str = ""  # fewshot: query text with {column} placeholders ("" = premise/hypothesis default)
+    label_words: List[str] = field(default_factory=list)  # fewshot: words for label 0, 1, ... ([] = entailment, not_entailment)
+    n_shots: int = 4  # fewshot: demonstrations per context, sampled (seeded) from the training rows
+    demos_fixed: bool = False  # fewshot: one demonstration set for every record (true) or a fresh sample per record
+    experience_file: Optional[str] = None  # text file (python -m opcd.experience) used as the context of every non-retain record; null = the task's own contexts
 
 
 @dataclass
 class AlgoConfig:
-    name: str = "opcd"  # opcd | opcd_nca | offpolicy_cd | gkd | sft (who samples, which loss)
+    name: str = "opcd"  # opcd | opcd_nca | offpolicy_cd | gkd | sft | icl (who samples, which loss; icl: no training)
     loss: str = "topk_reverse_kl"  # topk_reverse_kl | full_reverse_kl | sampled_reverse_kl | forward_kl | jsd | nll
     top_k: int = 16  # top-k support of the per-token KL (student top-k for reverse KL, teacher's for forward)
     renormalize_topk: bool = False  # renormalise both distributions over the top-k before the KL
@@ -154,6 +169,26 @@ class TrainConfig:
 
 
 @dataclass
+class ExperienceConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)  # the model that solves, writes the experience and is validated with it
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # engine and solving samples (temperature, top_p, max_tokens)
+    task: TaskConfig = field(default_factory=TaskConfig)  # training problems: toy_rules (one distilled rule) | jsonl (train_file)
+    extractor: str = "demos"  # demos: correct traces become "input -> output" lines | llm: the model writes items from the extraction prompt
+    use_context: bool = True  # solve problems with their given context (toy world: the rule's system prompt)
+    n_problems: int = 16  # training problems solved per candidate (candidates get disjoint subsets)
+    candidates: int = 4  # candidate experience texts built, validated and chosen from
+    max_experience_tokens: int = 512  # longest experience text, in tokens of the model's tokenizer (0 = no limit)
+    truncation: str = "newest"  # whole items kept under the limit: newest (latest traces) | best (correct traces first, then newest)
+    extract_prompt_file: Optional[str] = None  # llm extractor template with {problem} {answer} {verdict}; null = opcd/experience/prompts/extract.txt
+    extract_max_tokens: int = 64  # llm extractor: greedy tokens per experience item
+    n_validation: int = 64  # validation problems scoring each candidate (0 = all of validation_file)
+    validation_file: Optional[str] = None  # jsonl task: validation records (the toy world generates its validation split)
+    seed: int = 0  # problem shuffling; candidate i samples with engine seed seed + i
+    out: str = "${hydra:runtime.output_dir}/experience.txt"  # where the chosen experience text is written
+    report: str = "${hydra:runtime.output_dir}/experience_report.json"  # JSON report: every candidate's validation score
+
+
+@dataclass
 class EvalConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # model to evaluate (model.path)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # engine settings (greedy decoding is forced)
@@ -172,6 +207,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="experience_schema", node=ExperienceConfig)
     for group, node in [("model", ModelConfig), ("task", TaskConfig), ("algo", AlgoConfig),
                         ("rollout", RolloutConfig), ("learner", LearnerConfig), ("logger", LoggerConfig)]:
         cs.store(group=group, name=f"{group}_schema", node=node)

@@ -194,13 +194,16 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
             **evaluate(actors, tok, task.eval, task.verify, ro.max_tokens, t),
             **agreement(actors, tok, task.eval, algo.top_k, ro.max_tokens, t)})
 
+    # The experience text in use (task.experience_file) travels with every checkpoint.
+    experience = Path(cfg.task.experience_file).read_text() if cfg.task.experience_file else None
+
     def save(step: int) -> None:
         def write_model(tmp: Path) -> None:
             ray.get([lr.save_hf.remote(str(tmp), cfg.model.path) for lr in actors.learners])
             ray.get([lr.save_state.remote(str(tmp / "deepspeed")) for lr in actors.learners])
 
         write_checkpoint(out, step, {"step": step, "order": order, "rng": rng.getstate(), "run_id": tracker.run_id,
-                                     "nonfinite_streak": nonfinite_streak, "experience": None},
+                                     "nonfinite_streak": nonfinite_streak, "experience": experience},
                          config_dict, write_model, cfg.keep_checkpoints)
 
     # Only the OPCD reverse KL needs the student's top-k from the engine; the rest need the sampled token's.

@@ -3,7 +3,10 @@
 ``load_task(cfg)`` returns a :class:`TaskData` for ``cfg.name``:
   * ``toy_rules``: the synthetic rule world (``opcd.tasks.toy_world``), generated deterministically;
   * ``jsonl``: user records from ``cfg.train_file`` / ``cfg.eval_file`` (see ``opcd.tasks.records``);
-  * ``sysprompt``: system-prompt distillation on a real instruct model (``opcd.tasks.sysprompt``).
+  * ``sysprompt``: system-prompt distillation on a real instruct model (``opcd.tasks.sysprompt``);
+  * ``math``: GSM8K / DAPO-Math rows with experience as the context (``opcd.tasks.math``);
+  * ``medical_qa``, ``safety``: labelled questions with a task system prompt (``opcd.tasks.sysprompt_qa``);
+  * ``fewshot``: NLI / paraphrase classification with k demonstrations as the context (``opcd.tasks.fewshot``).
 """
 from __future__ import annotations
 
@@ -26,6 +29,17 @@ def _exact(response: str, record: dict) -> bool:
 
 
 def load_task(cfg) -> TaskData:
+    data = _load_task(cfg)
+    if getattr(cfg, "experience_file", None):
+        # An experience text (python -m opcd.experience) replaces the task's own contexts; the rule
+        # (non-retain training records, context-bearing evaluation records) is in opcd.experience.context.
+        from opcd.experience.context import read_experience_file, with_experience
+
+        data = with_experience(data, read_experience_file(cfg.experience_file))
+    return data
+
+
+def _load_task(cfg) -> TaskData:
     if cfg.name == "toy_rules":
         for r in cfg.distill_rules:
             toy_world.get_rule(r)  # clear error on a typo
@@ -51,6 +65,11 @@ def load_task(cfg) -> TaskData:
             if distilled or rec["metadata"]["context_kind"] == cfg.context_kind:
                 rec["metadata"]["group"] = "distilled" if distilled else "other"
                 evals.append(rec)
+        # Out of distribution: the distilled rules described by the paraphrase held out of pretraining.
+        for rec in toy_world.generate("test", rules=list(cfg.distill_rules), context_kinds=("system",),
+                                      n_per_rule=cfg.eval_n_per_rule, seed=cfg.seed, paraphrases="heldout"):
+            rec["metadata"].update(group="distilled", context_kind="system_heldout")
+            evals.append(rec)
         return TaskData(train, evals, _exact)
     if cfg.name == "jsonl":
         if not cfg.train_file:
@@ -72,4 +91,18 @@ def load_task(cfg) -> TaskData:
         # Periodic evaluation: the distilled prompt with and without its system prompt, the others with theirs.
         evals = sysprompt.eval_records(cfg.distill_prompt, others, n=cfg.eval_n_per_rule)
         return TaskData(train, evals, sysprompt.verify)
-    raise ValueError(f"unknown task.name {cfg.name!r}; expected toy_rules, jsonl or sysprompt")
+    # Real-data tasks: rows from JSONL / Parquet / a Hugging Face dataset (opcd.tasks.tables).
+    if cfg.name == "math":
+        from opcd.tasks import math as math_task
+
+        return math_task.load(cfg)
+    if cfg.name in ("medical_qa", "safety"):
+        from opcd.tasks import sysprompt_qa
+
+        return sysprompt_qa.load(cfg)
+    if cfg.name == "fewshot":
+        from opcd.tasks import fewshot
+
+        return fewshot.load(cfg)
+    raise ValueError(f"unknown task.name {cfg.name!r}; expected toy_rules, jsonl, sysprompt, math, medical_qa, "
+                     "safety or fewshot")

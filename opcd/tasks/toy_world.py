@@ -141,9 +141,17 @@ def random_input(rng: random.Random, split: str, min_len: int = 3, max_len: int 
             return s
 
 
+def format_demo_pairs(pairs: list[tuple[str, str]]) -> str:
+    """The demonstration ("experience") context: one ``input -> output`` line per (input, output) pair.
+
+    Also renders ``opcd.experience``'s demos, whose outputs are the model's own correct answers.
+    """
+    return "Examples:\n" + "\n".join(f"{x} -> {y}" for x, y in pairs)
+
+
 def format_demos(rule: Rule, inputs: list[str]) -> str:
-    """The demonstration ("experience") context: one ``input -> output`` line per example."""
-    return "Examples:\n" + "\n".join(f"{x} -> {rule.fn(x)}" for x in inputs)
+    """The demonstration context for ``rule``: one ``input -> rule(input)`` line per example."""
+    return format_demo_pairs([(x, rule.fn(x)) for x in inputs])
 
 
 def make_context(rule: Rule, kind: str, rng: random.Random, split: str, k_demos: int = 4,
