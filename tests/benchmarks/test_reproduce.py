@@ -22,7 +22,7 @@ def _rows(acc_x, acc_c, harm, ood):
     return [{"step": 0, "eval/distilled/none": 0.0, "eval/distilled/system": 1.0, "time/elapsed_s": 1.0},
             {"step": 1, "loss/total": 0.5, "time/elapsed_s": 2.0},
             {"step": 2, "eval/distilled/none": acc_x, "eval/distilled/system": acc_c,
-             "eval/distilled/harm_system": harm, "eval/distilled/system_heldout": ood, "time/elapsed_s": 120.0}]
+             "eval/distilled/harm_system": harm, "eval/other/system": ood, "time/elapsed_s": 120.0}]
 
 
 def _sweep(tmp_path, runs):
