@@ -154,8 +154,11 @@ def trl_config(job: dict):
 
 
 def trl_dataset_rows(job: dict) -> list[dict]:
-    """Conversational SDFT rows: the user turn only; the context travels as ``privileged_context``."""
-    return [{"prompt": [{"role": "user", "content": p}], "privileged_context": job["context"]} for p in job["prompts"]]
+    """Conversational SDFT rows: the user turn only; the context travels as ``privileged_context``
+    (``job["contexts"]``, one per prompt, or ``job["context"]`` for all)."""
+    contexts = job.get("contexts") or [job["context"]] * len(job["prompts"])
+    return [{"prompt": [{"role": "user", "content": p}], "privileged_context": c}
+            for p, c in zip(job["prompts"], contexts, strict=True)]
 
 
 def system_message_prompt(prompt: list[dict], context: str) -> list[dict]:
