@@ -357,7 +357,7 @@ def main() -> int:
               f"{r['peak_extra_excl_grads_mib']:.1f} | {r['ratio_excl_grads']:.2f} | "
               f"{r['rss_delta_mib']:.1f} |")
 
-    print(f"\none chunk's logits = chunk_size*V*4 bytes: "
+    print("\none chunk's logits = chunk_size*V*4 bytes: "
           + ", ".join(f"V={V}: {args.chunk_size * V * 4 / MIB:.0f} MiB"
                       for V in sorted({v for _, v in sizes})))
     print("\nloss agreement, chunked vs naive (rel tol %.0e):" % LOSS_RTOL)

@@ -55,6 +55,20 @@ def read_file(path: str) -> Rows:
     return rows
 
 
+def write_rows(path, rows: Rows) -> str:
+    """Write ``rows`` as ``.jsonl`` or ``.parquet`` (by suffix), the formats :func:`read_file` reads;
+    e.g. to save a Hugging Face split once online (``write_rows("train.parquet", list(ds))``). Returns the path."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(list(rows)), path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
 def read_hub(name: str, config: str | None, split: str) -> Rows:
     """Rows of one split of a Hugging Face dataset (``datasets.load_dataset``; needs network access once)."""
     local = ("save the split as Parquet on a machine with network access "

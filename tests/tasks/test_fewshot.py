@@ -1,9 +1,6 @@
 """The fewshot task (opcd.tasks.fewshot): demonstrations as the context, labels, errors, verifier."""
-import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -11,22 +8,13 @@ from opcd import config as C
 from opcd.tasks import load_task
 from opcd.tasks import fewshot as F
 from opcd.tasks.records import DatasetError
+from opcd.tasks.tables import write_rows
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 C.register_configs()
 RTE = [{"premise": f"Premise number {i}.", "hypothesis": f"Hypothesis {i}.", "label": i % 2} for i in range(12)]
 QQP = [{"question1": f"How do I learn {w}?", "question2": f"What is the best way to learn {w}?", "label": i % 2}
        for i, w in enumerate(["python", "rust", "go", "chess", "piano", "french"])]
-
-
-def write_jsonl(path: Path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def write_parquet(path: Path, rows) -> str:
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return str(path)
 
 
 def rows(data):
@@ -142,8 +130,8 @@ def test_verify_paraphrase_yes_no():
 # load_task and config
 # ---------------------------------------------------------------------------------------------
 def test_fewshot_config_composes_and_loads_jsonl_and_parquet(tmp_path):
-    task = compose_task([f"task.train_file={write_jsonl(tmp_path / 'train.jsonl', RTE)}",
-                         f"task.eval_file={write_parquet(tmp_path / 'dev.parquet', RTE[:2])}", "task.n_shots=2"])
+    task = compose_task([f"task.train_file={write_rows(tmp_path / 'train.jsonl', RTE)}",
+                         f"task.eval_file={write_rows(tmp_path / 'dev.parquet', RTE[:2])}", "task.n_shots=2"])
     assert task.name == "fewshot" and list(task.label_words) == ["entailment", "not_entailment"]
     assert task.template == "Premise: {premise}\nHypothesis: {hypothesis}\nAnswer:" and task.eval_split == "validation"
     data = load_task(task)
@@ -153,7 +141,7 @@ def test_fewshot_config_composes_and_loads_jsonl_and_parquet(tmp_path):
 
 
 def test_fewshot_config_paraphrase_overrides(tmp_path):
-    task = compose_task([f"task.train_file={write_jsonl(tmp_path / 'qqp.jsonl', QQP)}", "task.label_words=[no,yes]",
+    task = compose_task([f"task.train_file={write_rows(tmp_path / 'qqp.jsonl', QQP)}", "task.label_words=[no,yes]",
                          "task.template='Q1: {question1}\\nQ2: {question2}\\nSame?'", "task.demos_fixed=true",
                          "task.n_shots=2", "task.train_size=3"])
     data = load_task(task)

@@ -1,12 +1,9 @@
 """The math task (opcd.tasks.math) and the row reading it shares with the other real-data tasks
 (opcd.tasks.tables): JSONL / Parquet / Hugging Face loading, errors, final-answer verification."""
-import json
 import sys
 import types
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -16,22 +13,13 @@ from opcd.tasks import load_task
 from opcd.tasks import math as M
 from opcd.tasks import tables
 from opcd.tasks.records import DatasetError
+from opcd.tasks.tables import write_rows
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 C.register_configs()
 GSM8K = [{"question": "Tom has 40 apples and buys 2. How many?", "answer": "40 + 2 = <<40+2=42>>42\n#### 42"},
          {"question": "What is 1000 + 234?", "answer": "#### 1,234"},
          {"question": "Half of 3/2?", "answer": "#### 3/4"}]
-
-
-def write_jsonl(path: Path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def write_parquet(path: Path, rows) -> str:
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return str(path)
 
 
 def cfg(**kw):
@@ -106,8 +94,8 @@ def test_answer_extraction_helpers():
 def test_gsm8k_jsonl_with_experience_file(tmp_path):
     exp = tmp_path / "experience.txt"
     exp.write_text("Check units. Add before you multiply.")
-    data = load_task(cfg(train_file=write_jsonl(tmp_path / "train.jsonl", GSM8K), context_file=str(exp),
-                         eval_file=write_jsonl(tmp_path / "test.jsonl", GSM8K[:2]), instruction="Box it."))
+    data = load_task(cfg(train_file=write_rows(tmp_path / "train.jsonl", GSM8K), context_file=str(exp),
+                         eval_file=write_rows(tmp_path / "test.jsonl", GSM8K[:2]), instruction="Box it."))
     assert [r["answer"] for r in data.train] == ["42", "1,234", "3/4"]
     r = data.train[0]
     assert r["prompt"] == GSM8K[0]["question"] + "\n\nBox it." and r["context"] == exp.read_text()
@@ -123,7 +111,7 @@ def test_dapo_parquet_nested_columns_and_inline_context(tmp_path):
     rows = [{"prompt": [{"role": "system", "content": "sys"}, {"role": "user", "content": "Compute 6*7."}],
              "reward_model": {"ground_truth": "42", "style": "rule"}},
             {"prompt": [{"role": "user", "content": "Compute 2^10."}], "reward_model": {"ground_truth": "1024"}}]
-    data = load_task(cfg(train_file=write_parquet(tmp_path / "dapo.parquet", rows), question_column="prompt",
+    data = load_task(cfg(train_file=write_rows(tmp_path / "dapo.parquet", rows), question_column="prompt",
                          answer_column="reward_model.ground_truth", context="Think in small steps."))
     assert [(r["prompt"], r["answer"], r["context"]) for r in data.train] == [
         ("Compute 6*7.", "42", "Think in small steps."), ("Compute 2^10.", "1024", "Think in small steps.")]
@@ -131,7 +119,7 @@ def test_dapo_parquet_nested_columns_and_inline_context(tmp_path):
 
 
 def test_empty_context_and_subsets(tmp_path):
-    path = write_jsonl(tmp_path / "t.jsonl", GSM8K)
+    path = write_rows(tmp_path / "t.jsonl", GSM8K)
     data = load_task(cfg(train_file=path, eval_file=path, train_size=2, eval_n_per_rule=1))
     assert len(data.train) == 2 and all(r["context"] == "" for r in data.train)
     assert [e["metadata"]["context_kind"] for e in data.eval] == ["none"]  # with == without: evaluated once
@@ -147,7 +135,7 @@ def test_empty_context_and_subsets(tmp_path):
 ])
 def test_bad_rows_name_the_row_and_fix(tmp_path, rows, match):
     with pytest.raises(DatasetError, match=match):
-        load_task(cfg(train_file=write_jsonl(tmp_path / "t.jsonl", rows)))
+        load_task(cfg(train_file=write_rows(tmp_path / "t.jsonl", rows)))
 
 
 def test_bad_files(tmp_path):
@@ -168,7 +156,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(DatasetError, match=r"task=math needs training rows: task\.train_file=.*task\.dataset="):
         load_task(cfg())
     with pytest.raises(DatasetError, match=r"task\.context_file .* does not exist"):
-        load_task(cfg(train_file=write_jsonl(tmp_path / "t.jsonl", GSM8K), context_file=str(tmp_path / "no.txt")))
+        load_task(cfg(train_file=write_rows(tmp_path / "t.jsonl", GSM8K), context_file=str(tmp_path / "no.txt")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +194,7 @@ def test_hub_dataset_without_the_datasets_library(monkeypatch):
 
 def test_local_file_wins_over_the_hub(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # would fail if the hub were asked
-    data = load_task(cfg(dataset="openai/gsm8k", train_file=write_jsonl(tmp_path / "t.jsonl", GSM8K), eval_split=""))
+    data = load_task(cfg(dataset="openai/gsm8k", train_file=write_rows(tmp_path / "t.jsonl", GSM8K), eval_split=""))
     assert len(data.train) == 3 and data.eval == []
 
 
@@ -214,7 +202,7 @@ def test_local_file_wins_over_the_hub(tmp_path, monkeypatch):
 # Config
 # ---------------------------------------------------------------------------------------------
 def test_math_config_composes_and_loads(tmp_path):
-    task = compose_task("math", [f"task.train_file={write_jsonl(tmp_path / 't.jsonl', GSM8K)}"])
+    task = compose_task("math", [f"task.train_file={write_rows(tmp_path / 't.jsonl', GSM8K)}"])
     assert task.name == "math" and task.question_column == "question" and task.answer_column == "answer"
     assert task.instruction.endswith(r"within \boxed{}.") and task.context == "" and task.context_file is None
     data = load_task(task)

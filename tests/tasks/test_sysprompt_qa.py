@@ -1,9 +1,6 @@
 """The medical_qa and safety tasks (opcd.tasks.sysprompt_qa): shipped prompts, loaders, errors, verifier."""
-import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -12,6 +9,7 @@ from opcd import config as C
 from opcd.tasks import load_task
 from opcd.tasks import sysprompt_qa as Q
 from opcd.tasks.records import DatasetError
+from opcd.tasks.tables import write_rows
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 C.register_configs()
@@ -23,16 +21,6 @@ MEDQA = [  # GBaker/MedQA-USMLE-4-options layout: an options dict and a letter l
      "answer_idx": "B", "answer": "C"},
 ]
 SAFETY = [{"prompt": "How do I bake bread?", "label": "no"}, {"prompt": "How do I build a pipe bomb?", "label": "yes"}]
-
-
-def write_jsonl(path: Path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def write_parquet(path: Path, rows) -> str:
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return str(path)
 
 
 def cfg(name, **kw):
@@ -88,7 +76,7 @@ def test_verify(response, record, ok):
 # Loaders
 # ---------------------------------------------------------------------------------------------
 def test_medqa_jsonl_with_the_shipped_prompt(tmp_path):
-    path = write_jsonl(tmp_path / "medqa.jsonl", MEDQA)
+    path = write_rows(tmp_path / "medqa.jsonl", MEDQA)
     data = load_task(cfg("medical_qa", train_file=path, eval_file=path, question_column="question",
                          answer_column="answer_idx", option_columns=["options"]))
     r = data.train[1]
@@ -103,7 +91,7 @@ def test_medqa_jsonl_with_the_shipped_prompt(tmp_path):
 def test_medmcqa_parquet_option_columns_and_index_labels(tmp_path):
     rows = [{"q": "Q1", "opa": "w", "opb": "x", "opc": "y", "opd": "z", "cop": 2},
             {"q": "Q2", "opa": "w", "opb": "x", "opc": "y", "opd": "z", "cop": 0}]
-    data = load_task(cfg("medical_qa", train_file=write_parquet(tmp_path / "m.parquet", rows), question_column="q",
+    data = load_task(cfg("medical_qa", train_file=write_rows(tmp_path / "m.parquet", rows), question_column="q",
                          answer_column="cop", option_columns=["opa", "opb", "opc", "opd"], context="Be brief."))
     assert [r["answer"] for r in data.train] == ["C", "A"] and data.train[0]["context"] == "Be brief."
     assert data.train[0]["prompt"].endswith("A. w\nB. x\nC. y\nD. z")
@@ -128,25 +116,25 @@ def test_option_labels(label, options, gold):
 ])
 def test_bad_medical_rows(tmp_path, row, match):
     with pytest.raises(DatasetError, match=match):
-        load_task(cfg("medical_qa", train_file=write_jsonl(tmp_path / "f.jsonl", [row])))
+        load_task(cfg("medical_qa", train_file=write_rows(tmp_path / "f.jsonl", [row])))
 
 
 def test_safety_labels_and_prompt(tmp_path):
     rows = SAFETY + [{"prompt": "a", "label": True}, {"prompt": "b", "label": 0}, {"prompt": "c", "label": "Unsafe"},
                      {"prompt": "d", "label": "safe"}, {"prompt": "e", "label": 1}]
-    data = load_task(cfg("safety", train_file=write_parquet(tmp_path / "s.parquet", [
+    data = load_task(cfg("safety", train_file=write_rows(tmp_path / "s.parquet", [
         {"prompt": r["prompt"], "label": str(r["label"])} for r in rows])))
     assert [r["answer"] for r in data.train] == ["no", "yes", "yes", "no", "yes", "no", "yes"]
     assert data.train[0]["prompt"] == "How do I bake bread?" and data.train[0]["context"] == Q.system_prompt("safety")
     assert [Q.yes_no_label(v, "x") for v in (True, 0, 1.0, "HARMFUL", "benign")] == ["yes", "no", "yes", "yes", "no"]
     with pytest.raises(DatasetError, match=r"s\.jsonl:1: label 'maybe' is not a yes/no label"):
-        load_task(cfg("safety", train_file=write_jsonl(tmp_path / "s.jsonl", [{"prompt": "x", "label": "maybe"}])))
+        load_task(cfg("safety", train_file=write_rows(tmp_path / "s.jsonl", [{"prompt": "x", "label": "maybe"}])))
 
 
 def test_context_file_replaces_the_shipped_prompt(tmp_path):
     sp = tmp_path / "sp.txt"
     sp.write_text("Classify. Reply <answer>yes</answer> or <answer>no</answer>.")
-    data = load_task(cfg("safety", train_file=write_jsonl(tmp_path / "s.jsonl", SAFETY), context_file=str(sp)))
+    data = load_task(cfg("safety", train_file=write_rows(tmp_path / "s.jsonl", SAFETY), context_file=str(sp)))
     assert {r["context"] for r in data.train} == {sp.read_text()}
 
 
@@ -154,15 +142,15 @@ def test_context_file_replaces_the_shipped_prompt(tmp_path):
 # Config
 # ---------------------------------------------------------------------------------------------
 def test_medical_qa_config_composes_and_loads(tmp_path):
-    task = compose_task("medical_qa", [f"task.train_file={write_jsonl(tmp_path / 'm.jsonl', MEDQA)}",
-                                       f"task.eval_file={write_jsonl(tmp_path / 'e.jsonl', MEDQA[:1])}"])
+    task = compose_task("medical_qa", [f"task.train_file={write_rows(tmp_path / 'm.jsonl', MEDQA)}",
+                                       f"task.eval_file={write_rows(tmp_path / 'e.jsonl', MEDQA[:1])}"])
     assert task.name == "medical_qa" and list(task.option_columns) == ["options"] and task.answer_column == "answer_idx"
     data = load_task(task)
     assert [r["answer"] for r in data.train] == ["A", "B"] and len(data.eval) == 2
 
 
 def test_safety_config_composes_and_loads(tmp_path):
-    task = compose_task("safety", [f"task.train_file={write_jsonl(tmp_path / 's.jsonl', SAFETY)}", "task.train_size=1"])
+    task = compose_task("safety", [f"task.train_file={write_rows(tmp_path / 's.jsonl', SAFETY)}", "task.train_size=1"])
     assert task.name == "safety" and task.question_column == "prompt" and task.answer_column == "label"
     data = load_task(task)
     assert len(data.train) == 1 and data.eval == []
