@@ -1,7 +1,5 @@
 """benchmarks/reproduce.py: the report from synthetic sweep output (fast), targets checked as stated."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,12 +8,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def rep():
-    spec = importlib.util.spec_from_file_location("reproduce", REPO / "benchmarks" / "reproduce.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def rep(benchmark_module):
+    return benchmark_module("reproduce")
 
 
 def _rows(acc_x, acc_c, harm, ood):

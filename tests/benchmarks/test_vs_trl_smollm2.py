@@ -1,7 +1,6 @@
 """benchmarks/vs_trl_smollm2.py: config assembly (the opcd command line, the TRL job and SDFTConfig,
 identical prompts on both sides) and result writing (table, JSON, PNG) on synthetic runs; (slow)
 the real ``--quick`` run on the shipped toy model."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,12 +17,8 @@ C.register_configs()
 
 
 @pytest.fixture(scope="module")
-def B():
-    spec = importlib.util.spec_from_file_location("vs_trl_smollm2", REPO / "benchmarks" / "vs_trl_smollm2.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
+def B(benchmark_module):
+    return benchmark_module("vs_trl_smollm2")
 
 
 def _compose(overrides):

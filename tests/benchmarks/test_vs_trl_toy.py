@@ -1,7 +1,6 @@
 """benchmarks/bench_vs_trl_toy.py: config assembly (the opcd command line, the TRL job and SDFTConfig,
 identical prompts and contexts on both sides) and result writing on synthetic runs; (slow) the real
 ``--quick`` run."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,12 +16,8 @@ C.register_configs()
 
 
 @pytest.fixture(scope="module")
-def B():
-    spec = importlib.util.spec_from_file_location("bench_vs_trl_toy", REPO / "benchmarks" / "bench_vs_trl_toy.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
+def B(benchmark_module):
+    return benchmark_module("bench_vs_trl_toy")
 
 
 def _compose(overrides):
