@@ -1,6 +1,7 @@
 """benchmarks/vs_trl_smollm2.py: config assembly (the opcd command line, the TRL job and SDFTConfig,
 identical prompts on both sides) and result writing (table, JSON, PNG) on synthetic runs; (slow)
 the real ``--quick`` run on the shipped toy model."""
+import importlib.util
 import json
 import subprocess
 import sys
