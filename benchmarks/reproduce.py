@@ -47,7 +47,9 @@ def run_sweep(experiment: str, algos: list[str], steps: int, seed: int, sweep_di
 def load_runs(sweep_dir: Path) -> dict[str, list[dict]]:
     """``{algo: metrics rows}`` for every finished job directory of the sweep."""
     runs = {}
-    for job in sorted(p for p in sweep_dir.iterdir() if (p / "metrics.jsonl").exists()):
+    order = {a: i for i, a in enumerate(ALGOS)}  # table rows in the canonical method order
+    for job in sorted((p for p in sweep_dir.iterdir() if (p / "metrics.jsonl").exists()),
+                      key=lambda p: (order.get(p.name, len(order)), p.name)):
         rows = [json.loads(x) for x in (job / "metrics.jsonl").read_text().splitlines() if x.strip()]
         runs[job.name] = rows
     return runs
