@@ -168,11 +168,9 @@ class LearnerActor:
 
     def named_weights(self) -> list[tuple[str, torch.Tensor]]:
         """Full HF-named weights on CPU, for pushing into the vLLM engines through the object store."""
-        # Ray serialises the return value into the object store (a copy) before any later step, so
-        # no clone is needed -- except under ZeRO-3, whose gathered tensors are freed on leaving the gather.
-        z3 = self.ds_config["zero_optimization"]["stage"] == 3
-        return self._gathered(lambda named: [(n, p.detach().float().cpu().clone() if z3 else p.detach().float().cpu())
-                                             for n, p in named])
+        # A copy: under ZeRO-3 the gathered tensors are freed on leaving the gather. (Without it, for
+        # ZeRO 0-2, benchmarks/bench_sync.py measured no difference within its noise.)
+        return self._gathered(lambda named: [(n, p.detach().float().cpu().clone()) for n, p in named])
 
     # --- bucketed broadcast sync (opcd.sync.broadcast); only rank 0 sends, every rank gathers ---
     def weight_specs(self) -> list:
