@@ -35,22 +35,32 @@ def validate_record(rec, where: str) -> dict:
             "metadata": dict(rec.get("metadata") or {})}
 
 
-def load_jsonl(path: str) -> list[dict]:
-    """Read and validate a JSONL dataset. Raises DatasetError on the first bad line or if empty."""
+def iter_jsonl(path: str):
+    """``(location "file:line", object)`` for every non-blank line of a JSONL file.
+
+    Raises DatasetError naming the file and line for a missing file, malformed JSON or a line that
+    is not a JSON object.
+    """
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"dataset file {path!r} does not exist")
-    out = []
     with p.open() as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno}); "
                                    "each line must be one JSON object") from None
-            out.append(validate_record(rec, f"{path}:{i}"))
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{i}: expected a JSON object per line, got {type(row).__name__}")
+            yield f"{path}:{i}", row
+
+
+def load_jsonl(path: str) -> list[dict]:
+    """Read and validate a JSONL dataset. Raises DatasetError on the first bad line or if empty."""
+    out = [validate_record(rec, where) for where, rec in iter_jsonl(path)]
     if not out:
         raise DatasetError(f"dataset {path!r} is empty; it needs at least one record")
     return out

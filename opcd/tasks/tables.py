@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from opcd.tasks.records import DatasetError, validate_record
+from opcd.tasks.records import DatasetError, iter_jsonl, validate_record
 
 Rows = list[tuple[str, dict]]  # (where, row) pairs
 JSONL_SUFFIXES = (".jsonl", ".json")
@@ -26,18 +26,7 @@ def read_file(path: str) -> Rows:
     suffix = p.suffix.lower()
     rows: Rows = []
     if suffix in JSONL_SUFFIXES:
-        with p.open() as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DatasetError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno}); "
-                                       "each line must be one JSON object") from None
-                if not isinstance(row, dict):
-                    raise DatasetError(f"{path}:{i}: expected a JSON object per line, got {type(row).__name__}")
-                rows.append((f"{path}:{i}", row))
+        rows = list(iter_jsonl(path))
     elif suffix in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
