@@ -248,7 +248,8 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
                                   scores)
         if cfg.placement.colocate:  # the engines hand their GPU memory to the learner ranks beside them
             ray.get([w.sleep.remote() for w in actors.workers])
-        stats = merge_rank_stats(ray.get([lr.train_step.remote(batch) for lr in actors.learners]))
+        stats = merge_rank_stats(sup.learner_call(lambda: ray.get([lr.train_step.remote(batch)
+                                                                   for lr in actors.learners])))
         if cfg.placement.colocate:
             ray.get([w.wake_up.remote() for w in actors.workers])
         nonfinite_streak = count_nonfinite(nonfinite_streak, bool(stats["nonfinite"]), step + 1,

@@ -50,6 +50,17 @@ class Supervisor:
                         "(out of memory? a crashing engine?), then continue with resume=auto") from e
                 self.recover()
 
+    def learner_call(self, fn: Callable[[], T]) -> T:
+        """A call into the learner ranks: their optimizer state cannot be rebuilt, so a dead rank
+        stops the run with the way to continue instead of a Ray traceback."""
+        from ray.exceptions import RayActorError
+
+        try:
+            return fn()
+        except RayActorError as e:
+            raise ActorFailureError(f"a learner rank died ({type(e).__name__}); its optimizer state is lost. "
+                                    "Restart the run with resume=auto to continue from the last checkpoint") from e
+
     def recover(self) -> None:
         """Wait for every rollout worker and the teacher to answer (killing hung ones so Ray restarts
         them), then push the learner's weights into all engines."""

@@ -82,3 +82,14 @@ def test_killed_rollout_worker_is_restarted_and_the_run_finishes(tmp_path):
     assert "restarting and re-running it" in out and "weights reloaded" in out
     # After the restart the engines hold the learner's weights again: evaluation still works.
     assert rows[-1]["eval/other/system"] > 0.5
+
+
+def test_dead_learner_stops_with_the_way_to_continue():
+    sup = _Counting(max_failures=3)
+
+    def dead():
+        raise ActorDiedError()
+
+    with pytest.raises(ActorFailureError, match="learner rank died .*resume=auto"):
+        sup.learner_call(dead)
+    assert sup.recoveries == 0 and sup.learner_call(lambda: 7) == 7
