@@ -149,34 +149,15 @@ def trl_job(s: Settings, run_dir: Path) -> dict:
 # Running: training, then the shared evaluator
 # --------------------------------------------------------------------------------------------------
 def run_method(method: str, s: Settings, work: Path) -> dict:
-    """Train one method; returns its raw run record (also written to ``<run>/bench_run.json``)."""
-    import shutil
-
-    run_dir = work / method
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    print(f"[bench] {method}: training {s.steps} steps -> {run_dir}", flush=True)
-    if method == "trl":
-        job = trl_job(s, run_dir)
-        (run_dir / "job.json").write_text(json.dumps(job))
-        rec = S2.run_process([sys.executable, str(Path(__file__).resolve()), "_trl_worker", str(run_dir / "job.json")],
-                             run_dir / "train.log")
-        rec["rows"] = [json.loads(x) for x in (run_dir / "timing.jsonl").read_text().splitlines() if x.strip()]
-        rec["checkpoints"] = [{"step": r["step"], "path": r["path"], "time": r["time"]}
-                              for r in rec["rows"] if r["event"] == "save"]
-    elif method == "opcd":
-        rec = S2.run_process(opcd_command(s, run_dir), run_dir / "train.log", watch=run_dir / "metrics.jsonl")
-        rec["rows"] = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        rec["checkpoints"] = S2.opcd_checkpoints(run_dir)
-    else:
+    """Train one method (``trl`` or ``opcd``) with ``vs_trl_smollm2.train_run``."""
+    if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    run_dir = work / method
+    trl = method == "trl"
+    rec = S2.train_run(method, run_dir, s.steps, trl_job(s, run_dir) if trl else None,
+                       None if trl else opcd_command(s, run_dir), Path(__file__).resolve())
     if not rec["checkpoints"]:
         raise RuntimeError(f"{method}: no checkpoint was written; see {run_dir / 'train.log'}")
-    for c in rec["checkpoints"]:
-        S2.prune_checkpoint(Path(c["path"]))
-    rec["method"] = method
-    (run_dir / "bench_run.json").write_text(json.dumps(rec, indent=1))
-    print(f"[bench] {method}: done in {rec['t_end'] - rec['t_start']:.0f} s", flush=True)
     return rec
 
 

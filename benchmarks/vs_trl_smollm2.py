@@ -284,31 +284,33 @@ def prune_checkpoint(path: Path) -> None:
 
 def opcd_checkpoints(run_dir: Path) -> list[dict]:
     """``[{"step", "path", "time"}]`` of a finished opcd run (time: when its COMPLETE marker was written)."""
-    out = []
-    for p in (run_dir / "checkpoints").glob("step_*"):
-        if (p / "COMPLETE").exists() and p.name[5:].isdigit():
-            out.append({"step": int(p.name[5:]), "path": str(p), "time": (p / "COMPLETE").stat().st_mtime})
-    return sorted(out, key=lambda c: c["step"])
+    from opcd.checkpoint import COMPLETE, complete_checkpoints
+
+    return [{"step": int(p.name[5:]), "path": str(p), "time": (p / COMPLETE).stat().st_mtime}
+            for p in complete_checkpoints(run_dir)]
 
 
-def run_method(method: str, s: Settings, work: Path) -> dict:
-    """Train one method; returns its raw run record (also written to ``<run>/bench_run.json``)."""
-    run_dir = work / method
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def train_run(method: str, run_dir: Path, steps: int, trl_job: dict | None, opcd_cmd: list[str] | None,
+              script: Path) -> dict:
+    """Train one method in ``run_dir`` (TRL through ``script _trl_worker job.json``, opcd through
+    ``opcd_cmd``); returns its raw run record (also written to ``<run>/bench_run.json``)."""
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    print(f"[bench] {method}: training {s.steps_for(method)} steps -> {run_dir}", flush=True)
-    if method == "trl":
-        job = trl_job(s, run_dir)
-        (run_dir / "job.json").write_text(json.dumps(job, indent=1))
-        rec = run_process([sys.executable, str(Path(__file__).resolve()), "_trl_worker", str(run_dir / "job.json")],
+    print(f"[bench] {method}: training {steps} steps -> {run_dir}", flush=True)
+    if trl_job is not None:
+        (run_dir / "job.json").write_text(json.dumps(trl_job, indent=1))
+        rec = run_process([sys.executable, str(script), "_trl_worker", str(run_dir / "job.json")],
                           run_dir / "train.log", watch=None)
-        rows = [json.loads(x) for x in (run_dir / "timing.jsonl").read_text().splitlines() if x.strip()]
-        rec["rows"] = rows
+        rec["rows"] = _jsonl(run_dir / "timing.jsonl")
         rec["checkpoints"] = [{"step": r["step"], "path": r["path"], "time": r["time"]}
-                              for r in rows if r["event"] == "save"]
+                              for r in rec["rows"] if r["event"] == "save"]
     else:
-        rec = run_process(opcd_command(method, s, run_dir), run_dir / "train.log", watch=run_dir / "metrics.jsonl")
-        rec["rows"] = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        rec = run_process(opcd_cmd, run_dir / "train.log", watch=run_dir / "metrics.jsonl")
+        rec["rows"] = _jsonl(run_dir / "metrics.jsonl")
         rec["checkpoints"] = opcd_checkpoints(run_dir)
     for c in rec["checkpoints"]:
         prune_checkpoint(Path(c["path"]))
@@ -316,6 +318,14 @@ def run_method(method: str, s: Settings, work: Path) -> dict:
     (run_dir / "bench_run.json").write_text(json.dumps(rec, indent=1))
     print(f"[bench] {method}: done in {rec['t_end'] - rec['t_start']:.0f} s", flush=True)
     return rec
+
+
+def run_method(method: str, s: Settings, work: Path) -> dict:
+    """Train one method of this benchmark (``trl``, ``opcd`` or ``opcd_nca``)."""
+    run_dir = work / method
+    trl = method == "trl"
+    return train_run(method, run_dir, s.steps_for(method), trl_job(s, run_dir) if trl else None,
+                     None if trl else opcd_command(method, s, run_dir), Path(__file__).resolve())
 
 
 def eval_spec(s: Settings, runs: dict[str, dict]) -> list[dict]:
