@@ -46,8 +46,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # `python benchmarks/bench_vs_trl_toy.py` from a fresh clone
 
-METHODS = ("trl", "opcd")
-LABELS = {"trl": "TRL SDFTTrainer", "opcd": "opcd (OPCD)", "base": "base model (before training)"}
+METHODS = ("trl", "opcd", "opcd_overlap")
+# opcd variants: extra Hydra overrides on top of the shared job.
+OPCD_VARIANTS = {"opcd": [], "opcd_overlap": ["rollout.overlap=true"]}
+LABELS = {"trl": "TRL SDFTTrainer", "opcd": "opcd (OPCD)", "opcd_overlap": "opcd, rollout.overlap=true (one-step off-policy)",
+          "base": "base model (before training)"}
 DISTILLED = "reverse"  # the toy_opcd experiment's distilled rule
 RESULTS = REPO / "benchmarks" / "results" / "vs_trl_toy.json"
 MARKDOWN = REPO / "benchmarks" / "vs_trl_toy.md"
@@ -109,8 +112,8 @@ def shared_overrides(s: Settings) -> list[str]:
             *s.opcd_overrides]
 
 
-def opcd_command(s: Settings, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "opcd.train", *shared_overrides(s), f"hydra.run.dir={run_dir}"]
+def opcd_command(s: Settings, run_dir: Path, method: str = "opcd") -> list[str]:
+    return [sys.executable, "-m", "opcd.train", *shared_overrides(s), *OPCD_VARIANTS[method], f"hydra.run.dir={run_dir}"]
 
 
 def train_config(s: Settings):
@@ -155,7 +158,7 @@ def run_method(method: str, s: Settings, work: Path) -> dict:
     run_dir = work / method
     trl = method == "trl"
     rec = S2.train_run(method, run_dir, s.steps, trl_job(s, run_dir) if trl else None,
-                       None if trl else opcd_command(s, run_dir), Path(__file__).resolve())
+                       None if trl else opcd_command(s, run_dir, method), Path(__file__).resolve())
     if not rec["checkpoints"]:
         raise RuntimeError(f"{method}: no checkpoint was written; see {run_dir / 'train.log'}")
     return rec
@@ -248,9 +251,14 @@ def build_report(s: Settings, runs: dict[str, dict], evals: dict, environment: d
             "timing": timing(m, {**rec, "prompts_per_step": s.prompts_per_step}),
             "final_checkpoint": rec["checkpoints"][-1] if rec.get("checkpoints") else None,
             "accuracy": ev["accuracy"] if ev else None, **(accuracies(ev["accuracy"]) if ev else {})}
-    t, o = report["methods"].get("trl"), report["methods"].get("opcd")
-    if t and o and t["timing"]["median_s_per_step"] and o["timing"]["median_s_per_step"]:
-        report["opcd_speedup_vs_trl"] = t["timing"]["median_s_per_step"] / o["timing"]["median_s_per_step"]
+    t = report["methods"].get("trl")
+    speedups = {m: t["timing"]["median_s_per_step"] / o["timing"]["median_s_per_step"]
+                for m, o in report["methods"].items()
+                if m != "trl" and t and t["timing"]["median_s_per_step"] and o["timing"]["median_s_per_step"]}
+    if speedups:
+        report["speedup_vs_trl"] = speedups
+    if "opcd" in speedups:
+        report["opcd_speedup_vs_trl"] = speedups["opcd"]
     return report
 
 
@@ -284,7 +292,7 @@ def markdown(report: dict) -> str:
     """A short Markdown section: what was run, the table, the settings."""
     s, env = report["settings"], report["environment"]
     quick = " (--quick smoke run: numbers meaningless)" if s["quick"] else ""
-    speed = report.get("opcd_speedup_vs_trl")
+    speed = report.get("speedup_vs_trl", {})
     lines = [
         f"### End to end against TRL on the toy model{quick}", "",
         f"`python benchmarks/bench_vs_trl_toy.py{' --quick' if s['quick'] else ''}` "
@@ -313,7 +321,10 @@ def markdown(report: dict) -> str:
         "(imports, model loading, opcd's actor start-up and in-loop evaluation, checkpoint writes); start-up: "
         "until the first step began. Torch threads: --threads (TRL's process, opcd's teacher and learner); "
         "multi-threaded torch on a busy CPU is many times slower, hence the load average above."
-        + (f" Step rate opcd / TRL: {speed:.2f}x." if speed else ""),
+        + "".join(f" Step rate {m} / TRL: {v:.2f}x." for m, v in speed.items()),
+        "- `opcd_overlap`: the same run with `rollout.overlap=true`: the rollout and teacher scoring of step t+1 "
+        "run in a background thread while the learner trains on step t, so each batch is sampled from the "
+        "weights one update behind (one-step off-policy).",
         "- Accuracy: the same evaluator for every model (`opcd.eval.run_eval`, `model_card.eval_config`: toy-world "
         f"test split, {s['eval_n_per_rule']} prompts per rule and condition, greedy, exact match) on each side's "
         "final saved checkpoint. Acc_x no context = the distilled rule without its description; \"other rules "
@@ -345,7 +356,7 @@ def parse_args(argv=None):
                     "(default 100; quick: 10)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the TRL process and of opcd's "
                     "teacher and learner (default 1; the toy preset's are 2, much slower on a busy CPU)")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma list of trl, opcd")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     ap.add_argument("--quick", action="store_true", help="3-step smoke run, small evaluation, report in the work dir")
     ap.add_argument("--work-dir", default=None, help="runs and checkpoints (default outputs/vs_trl_toy[_quick])")
     ap.add_argument("--out-dir", default=None, help="write vs_trl_toy.json/.md here instead of the defaults")

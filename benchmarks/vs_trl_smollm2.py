@@ -320,12 +320,30 @@ def train_run(method: str, run_dir: Path, steps: int, trl_job: dict | None, opcd
     return rec
 
 
+def reused_run(work: Path, method: str, s: Settings) -> dict:
+    """The finished run record of ``method`` in ``work``, refused if it was trained with other settings."""
+    rec_path, settings_path = work / method / "bench_run.json", work / method / "settings.json"
+    if not rec_path.exists():
+        raise SystemExit(f"--reuse/--evaluate-only: no finished {method} run in {work} ({rec_path} is missing)")
+    if settings_path.exists():
+        old = json.loads(settings_path.read_text())
+        changed = sorted(k for k, v in asdict(s).items() if k not in ("checkpoints", "eval") and old.get(k) != v)
+        if changed:
+            raise SystemExit(f"--reuse: the {method} run in {work} was trained with other settings ({', '.join(changed)});"
+                             " retrain it")
+    rec = json.loads(rec_path.read_text())
+    rec["reused"] = True  # trained by an earlier invocation (same settings, same machine)
+    return rec
+
+
 def run_method(method: str, s: Settings, work: Path) -> dict:
     """Train one method of this benchmark (``trl``, ``opcd`` or ``opcd_nca``)."""
     run_dir = work / method
     trl = method == "trl"
-    return train_run(method, run_dir, s.steps_for(method), trl_job(s, run_dir) if trl else None,
-                     None if trl else opcd_command(method, s, run_dir), Path(__file__).resolve())
+    rec = train_run(method, run_dir, s.steps_for(method), trl_job(s, run_dir) if trl else None,
+                    None if trl else opcd_command(method, s, run_dir), Path(__file__).resolve())
+    (run_dir / "settings.json").write_text(json.dumps(asdict(s), indent=1))  # what --reuse checks
+    return rec
 
 
 def eval_spec(s: Settings, runs: dict[str, dict]) -> list[dict]:
@@ -423,7 +441,7 @@ def build_report(s: Settings, runs: dict[str, dict], evals: dict, environment: d
         final = evals.get(final_label, {}).get("rates") if final_label else None
         report["methods"][m] = {"timing": timing_summary(m, rec), "curve": curve(m, rec, evals, distill=s.distill),
                                 "final": final, "harm": harm(base, final) if final else None,
-                                "checkpoints": rec["checkpoints"]}
+                                "checkpoints": rec["checkpoints"], "reused": bool(rec.get("reused"))}
     report["targets"] = targets(report, s)
     return report
 
@@ -535,8 +553,12 @@ def markdown(report: dict) -> str:
         mark = {True: "met", False: "NOT met", None: "n/a"}[v["met"]]
         extra = ", ".join(f"{kk} {_num(vv)}" for kk, vv in v.items() if kk not in ("met",))
         lines.append(f"- {k}: **{mark}** ({extra})")
-    lines += ["", "Notes:", "",
-              "- TRL runs `trl.experimental.sdft.SDFTTrainer` with HF `generate`; its context builder is "
+    reused = [LABELS.get(m, m) for m, r in report["methods"].items() if r.get("reused")]
+    lines += ["", "Notes:", ""]
+    if reused:
+        lines.append(f"- Reused from an earlier invocation with the same settings on the same machine (`--reuse`): "
+                     f"{', '.join(reused)}; the other runs were trained by this one.")
+    lines += ["- TRL runs `trl.experimental.sdft.SDFTTrainer` with HF `generate`; its context builder is "
               "subclassed so the context is the *system message* (stock SDFT appends it to the user turn via "
               "`teacher_prompt_template`). Teacher and student prompts are then byte-identical to opcd's.",
               "- opcd runs `python -m opcd.train experiment=smollm2_french` (Ray: 1 vLLM rollout engine, teacher actor, "
@@ -629,6 +651,8 @@ def parse_args(argv=None):
     ap.add_argument("--work-dir", default=None, help="runs and checkpoints (default outputs/vs_trl_smollm2[_quick])")
     ap.add_argument("--out-dir", default=None, help="where the .md/.png go (default benchmarks/; quick: the work dir)")
     ap.add_argument("--evaluate-only", action="store_true", help="reuse finished runs in the work dir")
+    ap.add_argument("--reuse", default="", help="comma list of methods whose finished run in the work dir is "
+                    "reused instead of retrained (same settings required; the report says so)")
     return ap.parse_args(argv)
 
 
@@ -666,9 +690,9 @@ def main(argv=None) -> dict:
     (work / "settings.json").write_text(json.dumps(asdict(s), indent=1))
     t0 = time.time()
     runs = {}
+    reuse = set(methods) if args.evaluate_only else {m for m in args.reuse.split(",") if m}
     for m in methods:
-        rec_path = work / m / "bench_run.json"
-        runs[m] = json.loads(rec_path.read_text()) if args.evaluate_only else run_method(m, s, work)
+        runs[m] = reused_run(work, m, s) if m in reuse else run_method(m, s, work)
     evals = run_evaluation(s, runs, work)
     report = build_report(s, runs, evals["results"], environment())
     report["benchmark_wall_s"] = time.time() - t0

@@ -33,7 +33,7 @@ class LearnBatch:
     context_seqs: list[list[int]]  # prompt WITH context + the same response (teacher view; NCA)
     resp_lens: list[int]  # response tokens per sequence
     response_ids: torch.Tensor  # [B, T] long, the response tokens (pad 0)
-    mask: torch.Tensor  # [B, T] bool, real response tokens
+    mask: torch.Tensor  # [B, T] bool, response tokens to learn from (real, and not an environment turn)
     support_ids: torch.Tensor  # [B, T, k] long, token ids the KL is computed over
     teacher_logprobs: torch.Tensor  # [B, T, k] teacher log-probs (nats) at support_ids, at algo temperature
     behaviour_logprobs: torch.Tensor  # [B, T] sampling policy's log-prob of each response token
@@ -49,6 +49,13 @@ class LearnBatch:
                           self.response_ids[i:j, :T], self.mask[i:j, :T], self.support_ids[i:j, :T],
                           self.teacher_logprobs[i:j, :T], self.behaviour_logprobs[i:j, :T],
                           self.teacher_token_logprobs[i:j, :T])
+
+
+def response_mask(samples, T: int) -> torch.Tensor:
+    """[B, T] bool: the positions of each sample's response the losses learn from (its own tokens;
+    for multi-turn episodes not the environment's turns, see ``Sample.loss_mask``)."""
+    return pad_2d([s.loss_mask if s.loss_mask is not None else [1] * len(s.response_ids) for s in samples],
+                  T, 0, torch.bool)
 
 
 def build_learn_batch(samples, student_prompts: list[list[int]], context_prompts: list[list[int]],
@@ -67,7 +74,7 @@ def build_learn_batch(samples, student_prompts: list[list[int]], context_prompts
         context_seqs=[p + r for p, r in zip(context_prompts, resp)],
         resp_lens=lens,
         response_ids=pad_2d(resp, T, 0, torch.long),
-        mask=pad_2d([[1] * n for n in lens], T, 0, torch.bool),
+        mask=response_mask(samples, T),
         support_ids=scores["support_ids"],
         teacher_logprobs=scores["logprobs"],
         behaviour_logprobs=pad_2d([s.logprobs for s in samples], T, 0.0, torch.float32),

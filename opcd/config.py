@@ -27,7 +27,7 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "toy_rules"  # task in opcd.tasks: toy_rules | jsonl | sysprompt | math | medical_qa | safety | fewshot
+    name: str = "toy_rules"  # task in opcd.tasks: toy_rules | jsonl | sysprompt | math | medical_qa | safety | fewshot | frozenlake | sokoban
     distill_rules: List[str] = field(default_factory=lambda: ["reverse"])  # toy world: rules whose context is distilled
     context_kind: str = "system"  # toy world: context given to the teacher (system | demos)
     k_demos: int = 4  # toy world: demonstrations per context when context_kind=demos
@@ -54,6 +54,8 @@ class TaskConfig:
     label_words: List[str] = field(default_factory=list)  # fewshot: words for label 0, 1, ... ([] = entailment, not_entailment)
     n_shots: int = 4  # fewshot: demonstrations per context, sampled (seeded) from the training rows
     demos_fixed: bool = False  # fewshot: one demonstration set for every record (true) or a fresh sample per record
+    game_size: int = 4  # frozenlake/sokoban: board side in cells (sokoban counts its wall border)
+    max_turns: int = 8  # frozenlake/sokoban: student moves per episode before it is cut off
     experience_file: Optional[str] = None  # text file (python -m opcd.experience) used as the context of every non-retain record; null = the task's own contexts
 
 
@@ -87,6 +89,7 @@ class RolloutConfig:
     kv_cache_gb: int = 1  # vLLM CPU KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE)
     temperature: float = 1.0  # sampling temperature of student rollouts
     top_p: float = 1.0  # nucleus sampling threshold
+    overlap: bool = False  # one-step off-policy: sample step t+1 (and score it) while the learner trains on step t
     max_tokens: int = 32  # longest sampled response
     n: int = 1  # samples per prompt
     seed: int = 0  # engine seed (worker i uses seed + i); request order is fixed for reproducibility

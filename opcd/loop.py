@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from opcd.actors import start_actors, stop_actors
-from opcd.batch import build_learn_batch, pad_3d
+from opcd.batch import build_learn_batch, pad_3d, response_mask
 from opcd.chat import encode_prompt
 from opcd.checkpoint import find_resume_checkpoint, load_state, remove_partial, truncate_jsonl, write_checkpoint
 from opcd.learner.actor import merge_rank_stats
@@ -18,6 +20,7 @@ from opcd.learner.objective import TEACHER_SUPPORT
 from opcd.eval.metrics import Result, accuracies, paired, topk_agreement_kl
 from opcd.modeling import check_same_tokenizer, load_tokenizer
 from opcd.recovery import Supervisor
+from opcd.rollout.episodes import run_episodes
 from opcd.rollout.worker import generate_on
 from opcd.sync import WeightSync
 from opcd.tasks import load_task
@@ -53,38 +56,66 @@ def render(tok, records, with_context: bool) -> list[list[int]]:
     return [encode_prompt(tok, r["prompt"], r["context"] if with_context else "") for r in records]
 
 
-def evaluate(actors, tok, records, verify, max_tokens: int, timeout: float | None = None) -> dict[str, float]:
+def respond(actors, task, tok, records: list[dict], prompts: list[list[int]], sampling: dict, seed: int | None = None,
+            timeout: float | None = None, *, teacher: bool = False, room: list[int] | None = None,
+            max_len: int = 0) -> list:
+    """Responses to ``prompts`` (``records[i]`` rendered) from the student engines, or from the teacher's
+    engine with ``teacher``: ``sampling['n']`` Samples per prompt, prompt-major. Multi-turn tasks play
+    one episode per sample instead (``opcd.rollout.episodes``); ``room[i]`` tokens may follow prompt i
+    (default: ``max_len - len(prompts[i])``)."""
+    import ray
+
+    def gen(ps, sp, s):
+        if teacher:
+            return ray.get(actors.teacher.sample.remote(ps, s, **sp), timeout=timeout)
+        return generate_on(actors.workers, ps, sp, s, timeout)
+
+    if task.make_env is None:
+        return gen(prompts, sampling, seed)
+    n = sampling.get("n", 1)
+    room = room or [max_len - len(p) for p in prompts]
+    rep = [i for i in range(len(prompts)) for _ in range(n)]
+    # Each turn is seeded on its own, so an episode batch is a function of (weights, prompts, seed).
+    return run_episodes(lambda ps, turn: gen(ps, {**sampling, "n": 1}, None if seed is None else seed + 7919 * turn),
+                        tok, [records[i] for i in rep], [prompts[i] for i in rep], task.make_env, task.max_turns,
+                        [room[i] for i in rep], sampling["max_tokens"])
+
+
+def evaluate(actors, tok, task, max_tokens: int, max_len: int, timeout: float | None = None) -> dict[str, float]:
     """Greedy decoding through the rollout engines; accuracy per group and context kind, plus
     Harm / BothCorrect / Δlen over the prompts asked both with and without context (opcd.eval.metrics)."""
-    if not records:
+    if not task.eval:
         return {}
-    samples = generate_on(actors.workers, render(tok, records, True), {"temperature": 0.0, "max_tokens": max_tokens},
-                          timeout=timeout)
-    results = [Result(rec, verify(s.text, rec), len(s.response_ids)) for rec, s in zip(records, samples)]
+    samples = respond(actors, task, tok, task.eval, render(tok, task.eval, True),
+                      {"temperature": 0.0, "max_tokens": max_tokens}, timeout=timeout, max_len=max_len)
+    results = [Result(rec, task.verify(s.text, rec), s.policy_tokens)
+               for rec, s in zip(task.eval, samples)]
     return {**accuracies(results), **paired(results)}
 
 
-def agreement(actors, tok, records, top_k: int, max_tokens: int, timeout: float | None = None) -> dict[str, float]:
+def agreement(actors, tok, task, top_k: int, max_tokens: int, max_len: int,
+              timeout: float | None = None) -> dict[str, float]:
     """Teacher-student agreement on a fixed set: the student answers each context-bearing record of
-    the distilled behaviour (group other than ``other``) greedily *without* its context; the teacher scores that answer *with* it; mean per-token
-    KL(student || teacher) over the student's top-k (nats)."""
+    the distilled behaviour (group other than ``other``) greedily *without* its context; the teacher
+    scores that answer *with* it; mean per-token KL(student || teacher) over the student's top-k (nats)."""
     import ray
 
-    recs = [r for r in records if r["context"] and r["metadata"].get("group") != "other"]
+    recs = [r for r in task.eval if r["context"] and r["metadata"].get("group") != "other"]
     if not recs:
         return {}
-    samples = generate_on(actors.workers, render(tok, recs, False),
-                          {"temperature": 0.0, "max_tokens": max_tokens, "top_k_logprobs": top_k}, timeout=timeout)
+    with_ctx = render(tok, recs, True)
+    samples = respond(actors, task, tok, recs, render(tok, recs, False),
+                      {"temperature": 0.0, "max_tokens": max_tokens, "top_k_logprobs": top_k}, timeout=timeout,
+                      room=[max_len - len(c) for c in with_ctx])
     T = max(len(s.response_ids) for s in samples)
     if T == 0:
         return {}
     support = pad_3d([s.topk_ids for s in samples], T, top_k, 0, torch.long)
-    seqs = [c + s.response_ids for c, s in zip(render(tok, recs, True), samples)]
+    seqs = [c + s.response_ids for c, s in zip(with_ctx, samples)]
     lens = [len(s.response_ids) for s in samples]
     scores = ray.get(actors.teacher.score.remote(seqs, lens, support, top_k, 1.0), timeout=timeout)
     student = pad_3d([s.topk_logprobs for s in samples], T, top_k, -1e9, torch.float32)
-    mask = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]
-    return {"eval/agreement_kl": topk_agreement_kl(student, scores["logprobs"][:, :T], mask)}
+    return {"eval/agreement_kl": topk_agreement_kl(student, scores["logprobs"][:, :T], response_mask(samples, T))}
 
 
 @dataclass
@@ -114,6 +145,9 @@ def prepare(cfg) -> Prepared:
     p_student = algo.gkd_lambda if algo.name == "gkd" else STUDENT_SAMPLES.get(algo.name)
     if p_student is None:
         raise ValueError(f"unknown algo.name {algo.name!r}; expected opcd, opcd_nca, offpolicy_cd, gkd, sft or icl")
+    if cfg.rollout.overlap and cfg.placement.colocate:
+        raise ValueError("rollout.overlap=true needs the engines awake while the learner trains, but "
+                         "placement.colocate=true puts them to sleep; set one of them to false")
     if TEACHER_SUPPORT[algo.loss] == "student_topk" and p_student < 1.0:
         raise ValueError(f"algo.loss={algo.loss} needs student rollouts (the student's top-k), but algo "
                          f"{algo.name} samples from the teacher; use loss=forward_kl, jsd or nll")
@@ -164,6 +198,8 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
     algo, ro = cfg.algo, cfg.rollout
     tok, task, train_recs = prep.tok, prep.task, prep.train_recs
     student_prompts, context_prompts, p_student = prep.student_prompts, prep.context_prompts, prep.p_student
+    # Tokens a (multi-turn) response may take so that both the student's and the teacher's view fit.
+    room = [cfg.model.max_model_len - max(len(a), len(b)) for a, b in zip(student_prompts, context_prompts)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "actors.json").write_text(json.dumps(actors.pids))
     remove_partial(out)
@@ -191,8 +227,8 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
 
     def run_eval() -> dict[str, float]:
         return sup.call("evaluation", lambda t: {
-            **evaluate(actors, tok, task.eval, task.verify, ro.max_tokens, t),
-            **agreement(actors, tok, task.eval, algo.top_k, ro.max_tokens, t)})
+            **evaluate(actors, tok, task, ro.max_tokens, cfg.model.max_model_len, t),
+            **agreement(actors, tok, task, algo.top_k, ro.max_tokens, cfg.model.max_model_len, t)})
 
     # The experience text in use (task.experience_file) travels with every checkpoint.
     experience = Path(cfg.task.experience_file).read_text() if cfg.task.experience_file else None
@@ -202,7 +238,9 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
             ray.get([lr.save_hf.remote(str(tmp), cfg.model.path) for lr in actors.learners])
             ray.get([lr.save_state.remote(str(tmp / "deepspeed")) for lr in actors.learners])
 
-        write_checkpoint(out, step, {"step": step, "order": order, "rng": rng.getstate(), "run_id": tracker.run_id,
+        # A prefetched next batch is not saved: the resumed run draws it again (same prompts, same seed).
+        left, rng_state = pending[2] if pending else (order, rng.getstate())
+        write_checkpoint(out, step, {"step": step, "order": left, "rng": rng_state, "run_id": tracker.run_id,
                                      "nonfinite_streak": nonfinite_streak, "experience": experience},
                          config_dict, write_model, cfg.keep_checkpoints)
 
@@ -214,25 +252,29 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
     final: dict[str, float] = run_eval() if start >= steps else {}
     if state is None:
         tracker.log(final or run_eval(), step=0)
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"opcd[{algo.name}]", unit="step")
-    for step in bar:
-        t_step = time.perf_counter()
-        # Epoch-wise shuffled prompt order: no prompt repeats before every prompt has been used once.
+    def draw() -> tuple[list[int], bool]:
+        """The next step's prompts (epoch-wise shuffled: none repeats before every one was used) and
+        whether the student answers them (else the teacher, for off-policy baselines)."""
+        nonlocal order
         while len(order) < cfg.prompts_per_step:
             perm = list(range(len(train_recs)))
             rng.shuffle(perm)
             order += perm
         idx, order = order[:cfg.prompts_per_step], order[cfg.prompts_per_step:]
+        return idx, rng.random() < p_student
+
+    def make_batch(step: int, idx: list[int], on_policy: bool, rolled=None) -> dict:
+        """Phases 1-2 of ``step``: rollout, then teacher scoring; ``rolled`` (an Event) is set in between."""
         # 1. rollout: the student (without context) or, for off-policy baselines, the teacher (with it)
         t0 = time.perf_counter()
-        on_policy = rng.random() < p_student
-        seed = step_seed(cfg, step)
-        if on_policy:
-            samples = sup.call("rollout", lambda t: generate_on(actors.workers, [student_prompts[i] for i in idx],
-                                                                sampling, seed, t))
-        else:
-            samples = sup.call("teacher sampling", lambda t: ray.get(actors.teacher.sample.remote(
-                [context_prompts[i] for i in idx], seed, **sampling), timeout=t))
+        prompts = student_prompts if on_policy else context_prompts
+        try:
+            samples = sup.call("rollout" if on_policy else "teacher sampling", lambda t: respond(
+                actors, task, tok, [train_recs[i] for i in idx], [prompts[i] for i in idx], sampling,
+                step_seed(cfg, step), t, teacher=not on_policy, room=[room[i] for i in idx]))
+        finally:  # also on failure: the main thread waits for this, then meets the error in .result()
+            if rolled is not None:
+                rolled.set()
         t_roll = time.perf_counter() - t0
         rep = [i for i in idx for _ in range(ro.n)]
         # 2. teacher scores the same responses with the context prepended
@@ -243,25 +285,43 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
         ctx_seqs = [context_prompts[i] + s.response_ids for i, s in zip(rep, samples)]
         scores = sup.call("teacher scoring", lambda t: ray.get(actors.teacher.score.remote(
             ctx_seqs, [len(s.response_ids) for s in samples], support, algo.top_k, algo.temperature), timeout=t))
-        # 3. learn: one optimizer step over the batch (each rank takes its shard)
         batch = build_learn_batch(samples, [student_prompts[i] for i in rep], [context_prompts[i] for i in rep],
                                   scores)
+        tokens = sum(s.policy_tokens for s in samples)
+        return {"idx": idx, "batch": batch, "metrics": {
+            "rollout/seconds": t_roll, "rollout/tokens_per_s": tokens / t_roll,
+            "rollout/response_len": tokens / len(samples), "rollout/on_policy": float(on_policy),
+            "teacher/seconds": scores["seconds"], "teacher/tokens_per_s": sum(map(len, ctx_seqs)) / scores["seconds"]}}
+
+    # rollout.overlap (one-step off-policy): step t+1's rollout and scoring run in a background thread
+    # while the learner trains on step t, so they sample from the weights one update behind.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="opcd-prefetch") if ro.overlap else None
+    pending = None  # (future of make_batch, Event set once its rollout is done, order + rng before its draw)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"opcd[{algo.name}]", unit="step")
+    for step in bar:
+        t_step = time.perf_counter()
+        made = pending[0].result() if pending else make_batch(step, *draw())
+        pending = None
+        if pool is not None and step + 1 < steps:
+            before = (list(order), rng.getstate())
+            rolled = threading.Event()
+            pending = (pool.submit(make_batch, step + 1, *draw(), rolled), rolled, before)
+        # 3. learn: one optimizer step over the batch (each rank takes its shard)
+        batch = made["batch"]
         if cfg.placement.colocate:  # the engines hand their GPU memory to the learner ranks beside them
             ray.get([w.sleep.remote() for w in actors.workers])
         stats = merge_rank_stats(sup.learner_call(lambda: ray.get([lr.train_step.remote(batch)
                                                                    for lr in actors.learners])))
         if cfg.placement.colocate:
             ray.get([w.wake_up.remote() for w in actors.workers])
+        if pending:  # the prefetched rollout must not see this step's weights: exactly one step behind
+            pending[1].wait()
         nonfinite_streak = count_nonfinite(nonfinite_streak, bool(stats["nonfinite"]), step + 1,
                                            algo.max_nonfinite_steps)
         # 4. sync the new weights into every engine
         sync = sup.call("weight sync", lambda _: sync_all()) if (step + 1) % cfg.sync_every == 0 else {}
         # 5. evaluate, log, checkpoint
-        resp_tokens = sum(len(s.response_ids) for s in samples)
-        metrics = {**stats, **sync, "rollout/seconds": t_roll, "rollout/tokens_per_s": resp_tokens / t_roll,
-                   "rollout/response_len": resp_tokens / len(samples), "rollout/on_policy": float(on_policy),
-                   "teacher/seconds": scores["seconds"],
-                   "teacher/tokens_per_s": sum(map(len, ctx_seqs)) / scores["seconds"],
+        metrics = {**stats, **sync, **made["metrics"],
                    "learner/tokens_per_s": stats["learner/tokens"] / stats["learner/seconds"],
                    "faults/actor_failures": sup.failures, "step/seconds": time.perf_counter() - t_step}
         last = step + 1 == steps
@@ -272,11 +332,13 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
             metrics.update(final)
         tracker.log(metrics, step=step + 1)
         with (out / "prompts.jsonl").open("a") as f:  # the data order, auditable across resumes
-            f.write(json.dumps({"step": step + 1, "prompts": idx}) + "\n")
+            f.write(json.dumps({"step": step + 1, "prompts": made["idx"]}) + "\n")
         bar.set_postfix(loss=f"{stats.get('loss/total', float('nan')):.4f}",
                         **{k.split("/", 1)[1]: f"{v:.2f}" for k, v in final.items() if "distilled" in k})
         if last or (cfg.save_every and (step + 1) % cfg.save_every == 0):
             save(step + 1)
+    if pool is not None:
+        pool.shutdown()
     (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
     tracker.finish()
     return final

@@ -76,3 +76,38 @@ def test_hydra_multirun_runs_each_job_in_its_own_directory(tmp_path):
     assert "eval/distilled/none" in header and len(rows) == 2
     assert all("| done |" in r for r in rows) and "steps=1" in rows[0] and "steps=2" in rows[1]
     assert (tmp_path / "table.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def long_tiny_model_dir(tmp_path_factory) -> str:
+    """A random 1-layer char-level Llama with a 1024-token window: room for a few game turns."""
+    import torch
+
+    from opcd.tasks.char_tokenizer import build_char_tokenizer
+    from opcd.tasks.pretrain import build_model
+
+    d = tmp_path_factory.mktemp("long-tiny-model")
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(0)
+    build_model(tokenizer, hidden=64, layers=1, heads=2, max_len=1024).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return str(d)
+
+
+@pytest.mark.parametrize("algo", ["opcd", "offpolicy_cd"])
+def test_multi_turn_game_trains_on_whole_episodes(tmp_path, long_tiny_model_dir, algo):
+    """FrozenLake through the real stack: episodes of several turns from the student (opcd) or the
+    teacher (off-policy CD), scored by the teacher with the experience, learned from on the replies only."""
+    pytest.importorskip("gymnasium")
+    _, rows = _train(tmp_path, "task=frozenlake", f"algo={algo}", f"model.path={long_tiny_model_dir}",
+                     "model.max_model_len=1024", "task.context=Find a safe path to G.", "task.train_size=8",
+                     "task.eval_n_per_rule=2", "task.game_size=3", "task.max_turns=4", "rollout.max_tokens=8", "rollout.num_workers=1",
+                     "prompts_per_step=4", "steps=2", "eval_every=0")
+    assert {"eval/distilled/experience", "eval/distilled/none"} <= set(rows[0])
+    assert "eval/agreement_kl" in rows[0]
+    for row in rows[1:]:
+        assert row["nonfinite"] == 0.0
+        # The learner reads whole trajectories (replies + environment turns); the rollout counts the
+        # policy's replies only, at most max_turns x max_tokens per episode.
+        policy = row["rollout/response_len"]
+        assert 0 < policy <= 4 * 8 and row["learner/tokens"] > 4 * policy

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
 import torch
@@ -69,6 +70,9 @@ class LearnerActor:
                            "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0"})
         if learner.device == "cpu":
             os.environ["DS_ACCELERATOR"] = "cpu"
+            # DeepSpeed's CPU accelerator JIT-builds its shared-memory comm op into the torch extension
+            # cache; one cache per environment, or every other virtualenv (a fresh clone's CI) rebuilds it (~40 s).
+            os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
             torch.set_num_threads(learner.threads)
         torch.manual_seed(seed)
         import deepspeed

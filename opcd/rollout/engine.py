@@ -68,7 +68,13 @@ class Sample:
     topk_ids: list[list[int]] = field(default_factory=list)  # [T][k] the engine's top-k ids per position
     topk_logprobs: list[list[float]] = field(default_factory=list)  # [T][k] their log-probs
     text: str = ""  # decoded response without special tokens
-    finished: bool = False  # ended with EOS (not cut at max_tokens)
+    finished: bool = False  # ended with EOS (not cut at max_tokens); episodes: ended by the environment
+    loss_mask: list[int] | None = None  # [T] 1 = the policy's token; episodes mark environment turns 0 (None = all 1)
+
+    @property
+    def policy_tokens(self) -> int:
+        """Tokens the policy produced (for an episode, not the environment's turns)."""
+        return len(self.response_ids) if self.loss_mask is None else sum(self.loss_mask)
 
 
 def sample(llm, prompt_ids: list[list[int]], *, temperature: float, top_p: float = 1.0,

@@ -6,12 +6,13 @@
   * ``sysprompt``: system-prompt distillation on a real instruct model (``opcd.tasks.sysprompt``);
   * ``math``: GSM8K / DAPO-Math rows with experience as the context (``opcd.tasks.math``);
   * ``medical_qa``, ``safety``: labelled questions with a task system prompt (``opcd.tasks.sysprompt_qa``);
-  * ``fewshot``: NLI / paraphrase classification with k demonstrations as the context (``opcd.tasks.fewshot``).
+  * ``fewshot``: NLI / paraphrase classification with k demonstrations as the context (``opcd.tasks.fewshot``);
+  * ``frozenlake``, ``sokoban``: multi-turn text games with experience as the context (``opcd.tasks.games``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from opcd.tasks import toy_world
 from opcd.tasks.records import DatasetError, load_jsonl
@@ -21,7 +22,9 @@ from opcd.tasks.records import DatasetError, load_jsonl
 class TaskData:
     train: list[dict]  # records the student is trained on (their contexts go to the teacher)
     eval: list[dict]  # records evaluated with and without context
-    verify: Callable[[str, dict], bool]  # (response text, record) -> correct?
+    verify: Callable[[str, dict], bool]  # (response text, record) -> correct? (games: the episode transcript)
+    make_env: Optional[Callable[[dict], object]] = None  # multi-turn tasks: record -> environment (opcd.rollout.episodes)
+    max_turns: int = 1  # multi-turn tasks: student turns per episode
 
 
 def _exact(response: str, record: dict) -> bool:
@@ -104,5 +107,9 @@ def _load_task(cfg) -> TaskData:
         from opcd.tasks import fewshot
 
         return fewshot.load(cfg)
+    if cfg.name in ("frozenlake", "sokoban"):
+        from opcd.tasks import games
+
+        return games.load(cfg)
     raise ValueError(f"unknown task.name {cfg.name!r}; expected toy_rules, jsonl, sysprompt, math, medical_qa, "
-                     "safety or fewshot")
+                     "safety, fewshot, frozenlake or sokoban")

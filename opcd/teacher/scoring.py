@@ -25,7 +25,8 @@ def score_responses(model, seqs: list[list[int]], resp_lens: list[int], pad_id: 
       * ``"full"``: every vocabulary id (k = V), for full-vocabulary losses on small vocabularies.
 
     Returns ``support_ids`` [B, T, k] long, ``logprobs`` [B, T, k] and ``token_logprobs`` [B, T]
-    (log-prob of the response token itself), in nats at ``temperature``; padded positions are 0.
+    (log-prob of the response token itself), in nats at ``temperature``; padded positions are 0. With
+    ``"full"``, ``logprobs`` is [B, T, V] in vocabulary order and ``support_ids`` is empty ([B, T, 0]).
     """
     B, T = len(seqs), max(max(resp_lens), 1)
     out_ids, out_lp, out_tok = [], [], []
@@ -41,10 +42,12 @@ def score_responses(model, seqs: list[list[int]], resp_lens: list[int], pad_id: 
         elif support == "topk":
             ids = logp.topk(k, dim=-1).indices
         elif support == "full":
-            ids = torch.arange(logp.shape[-1], device=logp.device).expand(*logp.shape[:2], -1)
+            # Position j of the last axis *is* token j: no id tensor (at V = 49k, an int64 [B, T, V]
+            # index costs twice the log-probs themselves, to build, copy and ship to the learner).
+            ids = torch.zeros(*logp.shape[:2], 0, dtype=torch.long, device=logp.device)
         else:
             raise ValueError(f"unknown support {support!r}; expected a tensor, 'topk' or 'full'")
-        lp = torch.gather(logp, -1, ids) * mask[..., None]
+        lp = (logp if support == "full" else torch.gather(logp, -1, ids)) * mask[..., None]
         pad = T - t
         out_ids.append(torch.nn.functional.pad(ids, (0, 0, 0, pad)).cpu())
         out_lp.append(torch.nn.functional.pad(lp, (0, 0, 0, pad)).cpu())

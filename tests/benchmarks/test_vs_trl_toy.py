@@ -62,6 +62,9 @@ def test_opcd_command_composes_to_the_shared_job(B, tmp_path):
     assert cfg.teacher.threads == cfg.learner.threads == s.threads == 1  # TRL's process: job["threads"]
     assert cfg.algo.grad_clip == 1.0 and cfg.save_every == 7 and cfg.logger.kind == "none" and cfg.eval_every == 0
     assert B.train_config(s).task == cfg.task  # the prompts come from the very config opcd.train composes
+    assert not cfg.rollout.overlap
+    overlap = _compose(B.opcd_command(s, tmp_path / "run", "opcd_overlap")[3:-1])
+    assert overlap.rollout.overlap and overlap.task == cfg.task and overlap.algo == cfg.algo
 
 
 def test_trl_job_and_config(B, tmp_path):
@@ -185,7 +188,7 @@ def test_quick_run_end_to_end(tmp_path):
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_vs_trl_toy.py"), "--quick", "--steps", "2",
                     "--work-dir", str(tmp_path / "work"), "--out-dir", str(out)], check=True, cwd=REPO, timeout=900)
     data = json.loads((out / "vs_trl_toy.json").read_text())
-    for m in ("trl", "opcd"):
+    for m in ("trl", "opcd", "opcd_overlap"):
         r = data["methods"][m]
         assert r["timing"]["steps"] == 2 and r["timing"]["median_s_per_step"] > 0 and r["timing"]["tokens_per_s"] > 0
         assert r["final_checkpoint"]["step"] == 2 and 0.0 <= r["distilled_none"] <= 1.0

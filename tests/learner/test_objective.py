@@ -1,11 +1,11 @@
 """The learner objective (opcd.learner.objective.student_loss) against opcd.losses on manual logits."""
-from dataclasses import dataclass
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from opcd import losses
+from opcd.rollout.engine import Sample
 from opcd.batch import LearnBatch, build_learn_batch, pad_2d, pad_3d
 from opcd.chat import encode_answer, encode_prompt
 from opcd.config import AlgoConfig
@@ -15,12 +15,6 @@ from opcd.tasks.pretrain import build_model
 from opcd.teacher.scoring import score_responses
 
 K = 4
-
-
-@dataclass
-class FakeSample:
-    response_ids: list[int]
-    logprobs: list[float]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +51,7 @@ def _make_batch(student, teacher, tok, views, support, temperature=1.0):
     pad = tok.pad_token_id
     own = score_responses(student, [p + r for p, r in zip(sp, resps)], lens, pad, support="topk", k=K,
                           temperature=temperature)
-    samples = [FakeSample(r, own["token_logprobs"][i, :len(r)].tolist()) for i, r in enumerate(resps)]
+    samples = [Sample(p, r, own["token_logprobs"][i, :len(r)].tolist()) for i, (p, r) in enumerate(zip(sp, resps))]
     sup = own["support_ids"] if support == "student_topk" else support
     scores = score_responses(teacher, [p + r for p, r in zip(cp, resps)], lens, pad, support=sup, k=K,
                              temperature=temperature)
