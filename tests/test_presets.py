@@ -19,7 +19,10 @@ MODELS = {
     "qwen3_4b_teacher8b": ("Qwen/Qwen3-4B", "Qwen/Qwen3-8B"),
     "llama3.2_3b_instruct_teacher8b": ("meta-llama/Llama-3.2-3B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"),
 }
-PAPER = {"paper_math": (0.6, 128), "paper_games": (0.7, 64), "paper_sysprompt": (1.0, 128)}
+# experiment: (temperature, prompts per step, model preset's student, task)
+PAPER = {"paper_math": (0.6, 128, "Qwen/Qwen3-8B", "math"), "paper_games": (0.7, 64, "Qwen/Qwen3-1.7B", "frozenlake"),
+         "paper_sysprompt": (1.0, 128, "meta-llama/Llama-3.1-8B-Instruct", "safety"),
+         "paper_cross_size": (0.6, 128, "Qwen/Qwen3-1.7B", "math")}
 
 
 def _compose(overrides):
@@ -43,8 +46,10 @@ def test_model_presets(name):
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_experiments(name):
     cfg = _compose([f"experiment={name}"])
-    temperature, prompts = PAPER[name]
-    assert cfg.experiment == name and cfg.task.name == "jsonl" and cfg.task.train_file is None  # the user's data
+    temperature, prompts, student, task = PAPER[name]
+    assert cfg.experiment == name and cfg.task.name == task and cfg.task.train_file is None  # the user's data
+    assert cfg.model.path == student
+    assert cfg.model.teacher_path == ("Qwen/Qwen3-8B" if name == "paper_cross_size" else None)
     assert cfg.algo.name == "opcd" and cfg.algo.loss == "topk_reverse_kl" and cfg.algo.top_k == 256
     assert cfg.algo.lr == pytest.approx(5e-6) and cfg.algo.weight_decay == pytest.approx(0.01)
     assert cfg.algo.warmup_steps == 0 and cfg.learner.grad_accum_steps == 0
@@ -52,6 +57,8 @@ def test_paper_experiments(name):
     assert cfg.rollout.temperature == temperature and cfg.rollout.n == 1 and cfg.prompts_per_step == prompts
     assert cfg.model.dtype == "bfloat16"
     assert cfg.rollout.max_tokens < cfg.model.max_model_len
+    if name == "paper_games":  # the authors' FrozenLake: 3x3 lakes, at most 5 moves
+        assert cfg.task.game_size == 3 and cfg.task.max_turns == 5
 
 
 def test_paper_experiment_takes_other_models_algos_and_devices():
