@@ -5,8 +5,8 @@
     python benchmarks/reproduce.py --experiment smollm2_french --steps 95 --name smollm2   # the real model
     python benchmarks/reproduce.py --from-dir multirun/<dir>   # re-report a finished sweep
 
-It runs ``python -m opcd.train -m algo=<a>,<b>,...`` (a Hydra multirun: one job per method, the
-same experiment, steps, seed and evaluation), reads each job's ``metrics.jsonl`` and writes
+It runs ``python -m opcd.train -m algo=<a> algo.loss=<a's own loss>`` for every method (one Hydra job
+each: the same experiment, steps, seed and evaluation), reads each job's ``metrics.jsonl`` and writes
 ``benchmarks/reproduction_<name>.md`` (a table: method x Acc_x, Acc_{x,c}, Harm, Δlen, OOD accuracy,
 teacher-student KL, wall time; and the paper's targets checked), ``reproduction_<name>.png``
 (accuracy over steps per method, without and with the context) and ``results/reproduction_<name>.json``.
@@ -15,7 +15,8 @@ Column definitions (``opcd.eval.metrics``, on the distilled behaviour's test pro
 Acc_x = ``eval/distilled/none``; Acc_{x,c} = ``eval/distilled/system``; Harm = P(wrong with the
 context | right without); Δlen = relative response-length change when the context is added;
 OOD = the distilled behaviour with a held-out wording of its context (``system_heldout``, toy world)
-and the other behaviours with their contexts (``eval/other/system``).
+and the other behaviours with their contexts (``eval/other/system``); on the real model also factual
+questions unrelated to the system prompt, asked without one (``eval/ood/none``).
 """
 from __future__ import annotations
 
@@ -32,16 +33,34 @@ COLUMNS = [  # (header, metrics.jsonl key)
     ("Acc_x", "eval/distilled/none"), ("Acc_x,c", "eval/distilled/system"),
     ("Harm", "eval/distilled/harm_system"), ("Δlen", "eval/distilled/delta_len_system"),
     ("OOD: held-out wording", "eval/distilled/system_heldout"), ("OOD: other behaviours", "eval/other/system"),
+    ("OOD: unrelated facts", "eval/ood/none"),
     ("KL(student‖teacher)", "eval/agreement_kl"),
 ]
 
 
+def own_loss(algo: str) -> str | None:
+    """The loss that defines ``algo`` (``conf/algo/<algo>.yaml``, following its ``defaults``)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "conf" / "algo" / f"{algo}.yaml").read_text()) or {}
+    if "loss" in cfg:
+        return cfg["loss"]
+    parents = [d for d in cfg.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+    return own_loss(parents[0]) if parents else None
+
+
 def run_sweep(experiment: str, algos: list[str], steps: int, seed: int, sweep_dir: Path, extra: list[str]) -> None:
-    cmd = [sys.executable, "-m", "opcd.train", "-m", f"experiment={experiment}", f"algo={','.join(algos)}",
-           f"steps={steps}", f"seed={seed}", "logger=none", f"hydra.sweep.dir={sweep_dir}",
-           "hydra.sweep.subdir=${algo.name}", *extra]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    """One ``python -m opcd.train -m`` job per method under ``sweep_dir/<algo>``. Each method keeps the
+    loss that defines it: an experiment preset may set ``algo.loss`` for its own method (the SmolLM2
+    preset sets opcd's full-vocabulary reverse KL), which must not turn ``sft`` into a KL method."""
+    for algo in algos:
+        loss = [] if any(o.startswith("algo.loss=") for o in extra) or not own_loss(algo) else [
+            f"algo.loss={own_loss(algo)}"]
+        cmd = [sys.executable, "-m", "opcd.train", "-m", f"experiment={experiment}", f"algo={algo}", *loss,
+               f"steps={steps}", f"seed={seed}", "logger=none", f"hydra.sweep.dir={sweep_dir}",
+               "hydra.sweep.subdir=${algo.name}", *extra]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
 
 
 def load_runs(sweep_dir: Path) -> dict[str, list[dict]]:

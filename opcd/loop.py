@@ -205,11 +205,18 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
     remove_partial(out)
 
     weights = WeightSync(cfg.sync, cfg.learner.device, actors.learners, actors.workers)
-    sync_all = weights.push
+    # With rollout.overlap the prefetch thread may restart an engine and resync while the main thread
+    # pushes: one push at a time, or two broadcasts would interleave on the same process group.
+    push_lock = threading.Lock()
+
+    def sync_all() -> dict:
+        with push_lock:
+            return weights.push()
 
     def resync() -> dict:  # after an engine restart: a fresh broadcast group, then the weights
-        weights.reset()
-        return weights.push()
+        with push_lock:
+            weights.reset()
+            return weights.push()
 
     sup = Supervisor(actors, cfg.actor_timeout_s, cfg.max_actor_failures, resync)
     rng = random.Random(cfg.seed)  # data order and the on-/off-policy coin of GKD
@@ -252,6 +259,7 @@ def run(cfg, config_dict: dict, prep: Prepared, actors, ckpt, state) -> dict:
     final: dict[str, float] = run_eval() if start >= steps else {}
     if state is None:
         tracker.log(final or run_eval(), step=0)
+
     def draw() -> tuple[list[int], bool]:
         """The next step's prompts (epoch-wise shuffled: none repeats before every one was used) and
         whether the student answers them (else the teacher, for off-policy baselines)."""

@@ -92,7 +92,7 @@ def _load_task(cfg) -> TaskData:
         sysprompt.detect_language("hello world")  # fail now (with the pip command) if langdetect is missing
         train = sysprompt.train_records(cfg.distill_prompt, cfg.train_size, others, cfg.retain_ratio)
         # Periodic evaluation: the distilled prompt with and without its system prompt, the others with theirs.
-        evals = sysprompt.eval_records(cfg.distill_prompt, others, n=cfg.eval_n_per_rule)
+        evals = sysprompt.eval_records(cfg.distill_prompt, others, n=cfg.eval_n_per_rule, facts=True)
         return TaskData(train, evals, sysprompt.verify)
     # Real-data tasks: rows from JSONL / Parquet / a Hugging Face dataset (opcd.tasks.tables).
     if cfg.name == "math":

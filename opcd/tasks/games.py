@@ -28,15 +28,19 @@ PROMPTS = Path(__file__).resolve().parent / "prompts"
 GAMES = ("frozenlake", "sokoban")
 TURN_SEP = "\x1e"  # joins the assistant turns of an episode transcript (ASCII record separator)
 _TAG = re.compile(r"<answer>\s*([A-Za-z]+)\s*</answer>", re.IGNORECASE)
+_BRACKET = re.compile(r"\[\s*([A-Za-z]+)\s*\]")  # the OPCD paper's game prompts ask for "[down]"
 _DIRS = {"Left": (0, -1), "Down": (1, 0), "Right": (0, 1), "Up": (-1, 0)}  # gymnasium's action order
+_MOVES = {m.lower(): m for m in _DIRS}
+GYM_HINT = "pip install gymnasium (or pip install -e '.[games]')"
 
 
 def parse_move(text: str) -> str | None:
-    """The move in a reply: the last ``<answer>X</answer>``, or the whole reply if it is just a move word;
-    ``Left`` / ``Down`` / ``Right`` / ``Up`` (case-insensitive), else None."""
-    hits = _TAG.findall(text)
+    """The move in a reply: the last ``<answer>X</answer>``, else the last ``[X]`` (the paper's format),
+    else the whole reply if it is just a move word; ``Left`` / ``Down`` / ``Right`` / ``Up``
+    (case-insensitive), else None."""
+    hits = _TAG.findall(text) or [w for w in _BRACKET.findall(text) if w.lower() in _MOVES]
     word = hits[-1] if hits else text.strip().strip(".").strip()
-    return {m.lower(): m for m in _DIRS}.get(word.lower())
+    return _MOVES.get(word.lower())
 
 
 class FrozenLake:
@@ -47,8 +51,11 @@ class FrozenLake:
              "grid leaves you where you are.")
 
     def __init__(self, size: int, seed: int):
-        import gymnasium
-        from gymnasium.envs.toy_text.frozen_lake import generate_random_map
+        try:
+            import gymnasium
+            from gymnasium.envs.toy_text.frozen_lake import generate_random_map
+        except ImportError:
+            raise ImportError(f"task=frozenlake needs gymnasium; run: {GYM_HINT}") from None
 
         self.size = size
         self.desc = generate_random_map(size=size, p=0.8, seed=seed)  # always has a safe path S -> G

@@ -26,9 +26,10 @@ when it is missing.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
-from opcd.tasks.sysprompt_data import EVAL_PROMPTS, TRAIN_PROMPTS
+from opcd.tasks.sysprompt_data import EVAL_PROMPTS, FACTS, TRAIN_PROMPTS
 
 SYSTEM_PROMPTS = {
     "french": "Always reply in French, whatever language the user writes in.",
@@ -72,6 +73,14 @@ def says_meow(text: str) -> bool:
 
 
 VERIFIERS: dict[str, Callable[[str], bool]] = {"french": is_french, "spanish": is_spanish, "cat": says_meow}
+FACT_ANSWERS = dict(FACTS)
+
+
+def states_fact(response: str, question: str) -> bool:
+    """Whether ``response`` contains an accepted answer to one of ``FACTS``' questions, in any of the
+    listed languages (case-insensitive, as a whole word: "100" is not "1000", "sol" is not "solar"): a
+    French reply to "capital of Japan?" that says Tokyo is right."""
+    return any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", response, re.IGNORECASE) for a in FACT_ANSWERS[question])
 
 
 def check_names(distill: str, others: list[str]) -> None:
@@ -83,12 +92,15 @@ def check_names(distill: str, others: list[str]) -> None:
 
 
 def verify(response: str, record: dict) -> bool:
-    """The record's system prompt's verifier (``metadata.sysprompt``), applied with or without the prompt."""
-    return VERIFIERS[record["metadata"]["sysprompt"]](response)
+    """The record's system prompt's verifier (``metadata.sysprompt``), applied with or without the prompt;
+    for the out-of-distribution facts (``sysprompt == "fact"``), whether the answer is stated."""
+    name = record["metadata"]["sysprompt"]
+    return states_fact(response, record["prompt"]) if name == "fact" else VERIFIERS[name](response)
 
 
 def _record(prompt: str, name: str, kind: str, group: str, split: str) -> dict:
-    return {"prompt": prompt, "context": SYSTEM_PROMPTS[name] if kind == "system" else "", "answer": "",
+    return {"prompt": prompt, "context": SYSTEM_PROMPTS[name] if kind == "system" else "",
+            "answer": FACT_ANSWERS[prompt][0] if name == "fact" else "",
             "metadata": {"task": "sysprompt", "sysprompt": name, "context_kind": kind, "group": group,
                          "split": split}}
 
@@ -108,14 +120,21 @@ def train_records(distill: str = "french", n: int | None = None, others: list[st
     return out
 
 
+def fact_records() -> list[dict]:
+    """The out-of-distribution probe: every ``FACTS`` question without a system prompt (group ``ood``,
+    so its accuracy is ``eval/ood/none``)."""
+    return [_record(q, "fact", "none", "ood", "eval") for q, _ in FACTS]
+
+
 def eval_records(distill: str = "french", others: list[str] = (), n: int | None = None,
-                 others_without: bool = False) -> list[dict]:
+                 others_without: bool = False, facts: bool = False) -> list[dict]:
     """Evaluation records on the held-out prompts: the distilled prompt with and without its system
     prompt (group ``distilled``), the other prompts with theirs (group ``other``; also without it when
-    ``others_without``). ``context_kind`` is ``system`` or ``none``."""
+    ``others_without``), and with ``facts`` the factual OOD probe (``fact_records``). ``context_kind`` is
+    ``system`` or ``none``."""
     prompts = EVAL_PROMPTS[:n] if n else EVAL_PROMPTS
     out = [_record(p, distill, kind, "distilled", "eval") for kind in ("system", "none") for p in prompts]
     for name in others:
         for kind in ("system", "none") if others_without else ("system",):
             out += [_record(p, name, kind, "other", "eval") for p in prompts]
-    return out
+    return out + (fact_records() if facts else [])

@@ -281,3 +281,34 @@ EVAL_PROMPTS = [
     "If a train travels 60 kilometers per hour, how far does it go in three hours?",
     "Why is it important to wash our hands?",
 ]
+
+# Out-of-distribution probe (issue #4): short factual questions unrelated to any system prompt, asked
+# without one. Distilling "reply in French" should not make these wrong, so the accepted answers
+# include the French and Spanish spellings; a reply is right when it contains any of them
+# (case-insensitive, ``opcd.tasks.sysprompt.states_fact``).
+FACTS = [
+    ("What is the capital of France?", ["paris"]),
+    ("What is the capital of Japan?", ["tokyo", "tokio"]),
+    ("What is the capital of Italy?", ["rome", "roma"]),
+    ("What is the capital of Germany?", ["berlin"]),
+    ("What is the capital of Spain?", ["madrid"]),
+    ("What is the capital of the United Kingdom?", ["london", "londres"]),
+    ("What is the largest planet in our solar system?", ["jupiter", "júpiter"]),
+    ("Which planet is known as the Red Planet?", ["mars", "marte"]),
+    ("How many days are there in a week?", ["7", "seven", "sept", "siete"]),
+    ("How many legs does a spider have?", ["8", "eight", "huit", "ocho"]),
+    ("What is 2 plus 2?", ["4", "four", "quatre", "cuatro"]),
+    ("What is 10 times 10?", ["100", "hundred", "cent", "cien"]),
+    ("What color is the sky on a clear day?", ["blue", "bleu", "azul"]),
+    ("What color are ripe bananas?", ["yellow", "jaune", "amarillo"]),
+    ("How many sides does a triangle have?", ["3", "three", "trois", "tres"]),
+    ("What is the chemical formula of water?", ["h2o", "h₂o"]),
+    ("At what temperature in degrees Celsius does water boil at sea level?", ["100"]),
+    ("What is the freezing point of water in degrees Celsius?", ["0", "zero", "zéro", "cero"]),
+    ("Which animal is known as the king of the jungle?", ["lion", "león"]),
+    ("What gas do plants absorb from the air for photosynthesis?", ["carbon dioxide", "co2", "co₂", "dioxyde de carbone", "dióxido de carbono"]),
+    ("What is the capital of Egypt?", ["cairo", "caire", "el cairo"]),
+    ("How many continents are there on Earth?", ["7", "seven", "sept", "siete"]),
+    ("What is the closest star to the Earth?", ["sun", "soleil", "sol"]),
+    ("How many hours are there in a day?", ["24", "twenty-four", "twenty four", "vingt-quatre", "veinticuatro"]),
+]

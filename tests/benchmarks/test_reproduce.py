@@ -49,3 +49,17 @@ def test_targets_report_misses_and_missing_methods(rep):
     assert checks["OPCD Acc_x ≥ off-policy CD Acc_x"] is False
     assert checks["OPCD Acc_x ≥ 80% of the ICL teacher's accuracy"] is None  # no icl run
     assert checks["opcd_nca Harm < opcd Harm"] is False
+
+
+def test_every_method_keeps_its_own_loss_whatever_the_preset_sets(rep, tmp_path, monkeypatch):
+    assert [rep.own_loss(a) for a in rep.ALGOS] == ["topk_reverse_kl", "topk_reverse_kl", "topk_reverse_kl",
+                                                    "forward_kl", "nll", "jsd"]
+    cmds = []
+    monkeypatch.setattr(rep.subprocess, "run", lambda cmd, **kw: cmds.append(cmd))
+    rep.run_sweep("smollm2_french", ["opcd", "sft"], 3, 0, tmp_path, ["task.eval_n_per_rule=4"])
+    assert [c[4:7] for c in cmds] == [
+        ["experiment=smollm2_french", "algo=opcd", "algo.loss=topk_reverse_kl"],
+        ["experiment=smollm2_french", "algo=sft", "algo.loss=nll"]]
+    cmds.clear()
+    rep.run_sweep("smollm2_french", ["opcd"], 3, 0, tmp_path, ["algo.loss=full_reverse_kl"])  # the user's wins
+    assert "algo.loss=topk_reverse_kl" not in cmds[0] and cmds[0][-1] == "algo.loss=full_reverse_kl"

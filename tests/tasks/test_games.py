@@ -21,9 +21,19 @@ def _play(moves):
 
 @pytest.mark.parametrize("text,move", [("<answer>Left</answer>", "Left"), ("go <answer> down </answer>", "Down"),
                                        ("<answer>Up</answer> no, <answer>RIGHT</answer>", "Right"), ("up.", "Up"),
-                                       ("Left or Right", None), ("<answer>jump</answer>", None), ("", None)])
+                                       ("Left or Right", None), ("<answer>jump</answer>", None), ("", None),
+                                       ("I move [down]", "Down"), ("[Left] then [up]", "Up"), ("[x] [Right]", "Right"),
+                                       ("[down] <answer>Left</answer>", "Left"), ("[jump]", None)])
 def test_parse_move(text, move):
     assert parse_move(text) == move
+
+
+def test_frozenlake_without_gymnasium_names_the_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # makes `import gymnasium` raise ImportError
+    with pytest.raises(ImportError, match=r"task=frozenlake needs gymnasium; run: pip install gymnasium"):
+        FrozenLake(3, seed=0)
 
 
 @pytest.mark.parametrize("name", games.GAMES)

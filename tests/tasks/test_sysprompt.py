@@ -122,8 +122,9 @@ def test_load_task_sysprompt():
     data = load_task(cfg)
     assert isinstance(data, TaskData) and len(data.train) == 200
     groups = {(r["metadata"]["group"], r["metadata"]["context_kind"]) for r in data.eval}
-    assert groups == {("distilled", "system"), ("distilled", "none"), ("other", "system")}  # what loop.evaluate groups by
-    assert len(data.eval) == 8 * 4
+    assert groups == {("distilled", "system"), ("distilled", "none"), ("other", "system"),  # what loop.evaluate
+                      ("ood", "none")}  # groups by; ood: the unrelated facts, every one of them
+    assert len(data.eval) == 8 * 4 + len(sysprompt.fact_records())
     cfg.other_prompts = ["klingon"]
     with pytest.raises(ValueError, match="klingon"):
         load_task(cfg)
@@ -142,3 +143,36 @@ def test_missing_langdetect_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(ImportError, match="pip install langdetect"):
         sysprompt.is_french("bonjour")
+
+
+# ---------------------------------------------------------------------------------------------
+# Out-of-distribution facts
+# ---------------------------------------------------------------------------------------------
+def test_fact_records_are_asked_without_a_system_prompt_and_disjoint_from_the_training_prompts():
+    from opcd.tasks.sysprompt_data import FACTS
+
+    recs = sysprompt.fact_records()
+    assert len(recs) == len(FACTS) >= 20
+    for i, r in enumerate(recs):
+        assert validate_record(r, f"fact:{i}") == r
+        assert r["context"] == "" and r["metadata"]["group"] == "ood" and r["metadata"]["context_kind"] == "none"
+    assert not {_norm(r["prompt"]) for r in recs} & {_norm(p) for p in TRAIN_PROMPTS + EVAL_PROMPTS}
+    assert sysprompt.eval_records("french", ["cat"], n=4, facts=True)[-len(FACTS):] == recs
+    assert not [r for r in sysprompt.eval_records("french", ["cat"], n=4) if r["metadata"]["group"] == "ood"]
+
+
+@pytest.mark.parametrize("reply,right", [
+    ("The capital of Japan is Tokyo.", True), ("La capitale du Japon est Tokyo.", True),
+    ("La capital de Japón es Tokio.", True), ("The capital of Japan is Kyoto.", False), ("", False),
+])
+def test_states_fact_accepts_any_listed_language(reply, right):
+    rec = next(r for r in sysprompt.fact_records() if r["prompt"] == "What is the capital of Japan?")
+    assert sysprompt.verify(reply, rec) is right
+
+
+def test_states_fact_matches_whole_words_only():
+    boil = "At what temperature in degrees Celsius does water boil at sea level?"
+    assert sysprompt.states_fact("It boils at 100 °C.", boil)
+    assert not sysprompt.states_fact("About 1000 degrees.", boil)
+    assert sysprompt.states_fact("Il gèle à zéro degré.", "What is the freezing point of water in degrees Celsius?")
+    assert not sysprompt.states_fact("The solar wind.", "What is the closest star to the Earth?")
