@@ -175,7 +175,7 @@ class TrainConfig:
 class ExperienceConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the model that solves, writes the experience and is validated with it
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # engine and solving samples (temperature, top_p, max_tokens)
-    task: TaskConfig = field(default_factory=TaskConfig)  # training problems: toy_rules (one distilled rule) | jsonl (train_file)
+    task: TaskConfig = field(default_factory=TaskConfig)  # training problems: toy_rules (one distilled rule) | jsonl | math (train_file)
     extractor: str = "demos"  # demos: correct traces become "input -> output" lines | llm: the model writes items from the extraction prompt
     use_context: bool = True  # solve problems with their given context (toy world: the rule's system prompt)
     n_problems: int = 16  # training problems solved per candidate (candidates get disjoint subsets)
@@ -185,7 +185,7 @@ class ExperienceConfig:
     extract_prompt_file: Optional[str] = None  # llm extractor template with {problem} {answer} {verdict}; null = opcd/experience/prompts/extract.txt
     extract_max_tokens: int = 64  # llm extractor: greedy tokens per experience item
     n_validation: int = 64  # validation problems scoring each candidate (0 = all of validation_file)
-    validation_file: Optional[str] = None  # jsonl task: validation records (the toy world generates its validation split)
+    validation_file: Optional[str] = None  # jsonl/math: validation records (toy world: generated; math: else task.eval_file)
     seed: int = 0  # problem shuffling; candidate i samples with engine seed seed + i
     out: str = "${hydra:runtime.output_dir}/experience.txt"  # where the chosen experience text is written
     report: str = "${hydra:runtime.output_dir}/experience_report.json"  # JSON report: every candidate's validation score

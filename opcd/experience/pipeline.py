@@ -12,7 +12,7 @@ from opcd.chat import encode_prompt
 from opcd.experience.items import (EXTRACTORS, TRUNCATIONS, Trace, check_choice, demo_items, fill_template,
                                    llm_items, load_template, render, select_best, truncate)
 
-CONTEXT_TASKS = ("toy_rules", "jsonl")  # tasks whose problems the pipeline can draw and validate
+CONTEXT_TASKS = ("toy_rules", "jsonl", "math")  # tasks whose problems the pipeline can draw and validate
 
 
 class Generate(Protocol):
@@ -25,7 +25,8 @@ def load_problems(cfg) -> tuple[list[dict], list[dict], Callable[[str, dict], bo
 
     Problems are the task's non-retain training records, with the context they are solved with.
     Validation: the toy world generates its validation split of the one distilled rule (no context:
-    the candidate will be the only context); ``jsonl`` reads ``cfg.validation_file``.
+    the candidate will be the only context); ``jsonl`` reads ``cfg.validation_file``; ``math`` reads it
+    too, or else takes the task's evaluation questions (``task.eval_file``) without their context.
     """
     from opcd.tasks import load_task, toy_world
     from opcd.tasks.records import DatasetError, load_jsonl
@@ -52,9 +53,13 @@ def load_problems(cfg) -> tuple[list[dict], list[dict], Callable[[str, dict], bo
         validation = toy_world.generate("validation", rules=list(task.distill_rules), n_per_rule=cfg.n_validation,
                                         context_kinds=("none",), seed=task.seed)
     else:
-        if not cfg.validation_file:
-            raise DatasetError("task=jsonl needs validation_file=<records.jsonl> to score the candidates on")
-        validation = load_jsonl(cfg.validation_file)
+        if cfg.validation_file:
+            validation = load_jsonl(cfg.validation_file)
+        elif task.name == "math" and data.eval:  # the evaluation questions, asked without any experience
+            validation = [r for r in data.eval if r["metadata"]["context_kind"] == "none"]
+        else:
+            raise DatasetError(f"task={task.name} needs validation_file=<records.jsonl> to score the candidates on"
+                               + (" (or task.eval_file=<rows> with held-out questions)" if task.name == "math" else ""))
         validation = validation[:cfg.n_validation] if cfg.n_validation > 0 else validation
     return problems, validation, data.verify
 

@@ -179,14 +179,28 @@ def test_pipeline_refuses_prompts_longer_than_the_model(tok):
     ({"task.name": "sysprompt"}, "supports task"),
     ({"task.experience_file": "x.txt"}, "must be null"),
     ({"task.name": "jsonl", "task.train_file": "x.jsonl"}, "validation_file"),
+    ({"task.name": "math", "task.train_file": "x.jsonl", "task.eval_split": ""}, "or task.eval_file"),
     ({"candidates": 0}, "positive"),
 ])
 def test_load_problems_config_errors(tmp_path, overrides, match):
     if overrides.get("task.train_file"):
-        (tmp_path / "x.jsonl").write_text('{"prompt": "p", "context": "c"}\n')
+        (tmp_path / "x.jsonl").write_text('{"prompt": "p", "context": "c", "question": "q", "answer": "1"}\n')
         overrides = {**overrides, "task.train_file": str(tmp_path / "x.jsonl")}
     with pytest.raises(ValueError, match=match):
         load_problems(_exp_cfg(**overrides))
+
+
+def test_load_problems_math_validates_on_the_eval_questions_without_context(tmp_path):
+    rows = [{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(12)]
+    for name, part in (("train", rows[:8]), ("eval", rows[8:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    cfg = _exp_cfg(**{"task.name": "math", "task.train_file": str(tmp_path / "train.jsonl"),
+                      "task.eval_file": str(tmp_path / "eval.jsonl"), "task.train_size": 0, "n_validation": 3})
+    problems, validation, verify = load_problems(cfg)
+    assert [p["prompt"].split("?")[0] for p in problems] == [f"What is {i} + {i}" for i in range(8)]
+    assert [v["prompt"].split("?")[0] for v in validation] == [f"What is {i} + {i}" for i in (8, 9, 10)]
+    assert all(v["context"] == "" for v in validation)
+    assert verify("so the answer is \\boxed{16}", validation[0]) and not verify("\\boxed{15}", validation[0])
 
 
 def test_experience_yaml_composes():
