@@ -51,6 +51,10 @@ def run_experience(cfg) -> dict:
     print(f"wrote {out} (candidate {report['chosen']}, validation accuracy "
           f"{100 * report['chosen_accuracy']:.1f}% vs {100 * report['no_context_accuracy']:.1f}% without context) "
           f"and {rep}")
+    if report["chosen_accuracy"] is not None and report["chosen_accuracy"] < report["no_context_accuracy"]:
+        # Not an error (a weak model's lessons can hurt), but distilling it would teach a worse behaviour.
+        print("opcd.experience: warning: every candidate scores below no context; distilling it would make the "
+              "student worse. Try more problems per candidate, extractor=demos, or a stronger model.")
     print(f"distil it: python -m opcd.train task.experience_file={out.resolve()}")
     return report
 
