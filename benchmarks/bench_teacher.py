@@ -1,10 +1,17 @@
-"""Teacher scoring: a plain batched forward pass vs vLLM prompt log-probs, same model and sequences.
+"""Teacher scoring: opcd's teacher actor vs a plain batched forward pass vs vLLM prompt log-probs.
 
     python benchmarks/bench_teacher.py [--model PATH] [--n 256] [--k 16]
 
-Both produce top-k log-probs over every response position of n toy-world sequences
-(context + prompt + response). Prints tokens/s of each and the ratio; writes JSON next to this file.
-This is the measurement behind opcd's choice of the forward pass for the teacher (see README).
+All three produce top-k log-probs over every response position of n toy-world sequences
+(context + prompt + response), with the same model and 2 torch threads:
+
+* ``teacher_actor``: what the training loop calls, ``TeacherActor.score`` in its own Ray process, timed
+  around ``ray.get`` (sending the sequences, the forward pass, returning the tensors);
+* ``forward_pass``: ``opcd.teacher.scoring.score_responses`` in this process (log-softmax + top-k gather);
+* ``vllm_prompt_logprobs``: vLLM's ``prompt_logprobs``, converted to the same tensor.
+
+Prints tokens/s of each and the ratios (actor / forward pass: issue #5's >= 0.8x target; forward pass
+/ vLLM: the measurement behind opcd's choice of the forward pass); writes JSON next to this file.
 """
 from __future__ import annotations
 
@@ -60,8 +67,18 @@ def main() -> None:
                 res[b, t, :len(top)] = torch.tensor([lp for _, lp in top])
         return res
 
+    import ray
+
+    from opcd.teacher.actor import TeacherActor
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    actor = ray.remote(TeacherActor).options(num_cpus=1).remote(args.model, "float32", "cpu", 2, 64, {})
+
+    def run_actor():
+        return ray.get(actor.score.remote(seqs, lens, "topk", args.k, 1.0))["logprobs"]
+
     timings = {}
-    for name, fn in [("forward_pass", run_hf), ("vllm_prompt_logprobs", run_vllm)]:
+    for name, fn in [("teacher_actor", run_actor), ("forward_pass", run_hf), ("vllm_prompt_logprobs", run_vllm)]:
         fn()  # warm-up
         best = float("inf")
         for _ in range(args.repeats):
@@ -73,12 +90,16 @@ def main() -> None:
     print(f"{'method':<24}{'seconds':>10}{'tokens/s':>12}")
     for name, t in timings.items():
         print(f"{name:<24}{t['seconds']:>10.3f}{t['tokens_per_s']:>12.0f}")
+    ray.shutdown()
+    actor_ratio = timings["teacher_actor"]["tokens_per_s"] / timings["forward_pass"]["tokens_per_s"]
+    print(f"teacher actor / plain forward pass throughput ratio: {actor_ratio:.2f}x (target >= 0.8x)")
     print(f"forward pass / vLLM prompt log-probs throughput ratio: {ratio:.2f}x  "
           f"({len(seqs)} sequences, {n_tokens} tokens, top-{args.k})")
     out = Path(__file__).with_name("results") / "teacher_scoring.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"model": args.model, "n": len(seqs), "tokens": n_tokens, "k": args.k,
-                               "timings": timings, "forward_over_vllm": ratio}, indent=2))
+                               "timings": timings, "actor_over_forward": actor_ratio,
+                               "forward_over_vllm": ratio}, indent=2))
 
 
 if __name__ == "__main__":

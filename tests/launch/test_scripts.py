@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch"
-SCRIPTS = ["common.sh", "local.sh", "ray_cluster.sh", "slurm.sbatch", "quickstart.sh", "setup.sh", "test.sh"]
+SCRIPTS = ["common.sh", "local.sh", "ray_cluster.sh", "slurm.sbatch", "quickstart.sh", "setup.sh", "test.sh",
+           "benchmarks.sh"]
 FAKES = ["ray", "srun", "ssh", "python", "sbatch", "scontrol"]
 # Variables of the calling shell that would change the plans.
 SCRUB = ("SLURM_", "RAY_", "OPCD_", "HOSTS", "CUDA_VISIBLE_DEVICES")
@@ -116,6 +117,16 @@ def test_new_scripts_are_strict():
         assert text.startswith("#"), name
         if name != "common.sh":  # sourced: the caller sets the options
             assert "set -euo pipefail" in text, name
+
+
+def test_benchmarks_script_runs_the_five_performance_benchmarks_that_exist():
+    import re
+
+    text = (LAUNCH / "benchmarks.sh").read_text()
+    assert "set -euo pipefail" in text and "launch/setup.sh" in text  # stops at the first failure; sets up first
+    names = re.search(r"for bench in ([\w ]+); do", text).group(1).split()
+    assert names == ["bench_teacher", "bench_rollout", "bench_loss", "bench_sync", "bench_vs_trl_toy"]
+    assert all((ROOT / "benchmarks" / f"{n}.py").is_file() for n in names)
 
 
 # --- local.sh ----------------------------------------------------------------------------------
