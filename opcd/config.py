@@ -67,6 +67,7 @@ class AlgoConfig:
     renormalize_topk: bool = False  # renormalise both distributions over the top-k before the KL
     temperature: float = 1.0  # temperature applied to student and teacher distributions in the loss
     nca_beta: float = 0.0  # weight of the stop-gradient consistency regulariser (0 disables it)
+    nca_warmup_steps: int = 0  # steps over which that weight ramps linearly from 0 to nca_beta (0 = full from step 1)
     jsd_beta: float = 0.5  # GKD generalised-JSD interpolation (0 = forward KL, 1 = reverse KL)
     gkd_lambda: float = 1.0  # GKD on-policy fraction: share of prompts answered by the student
     aggregation: str = "token_mean"  # token_mean | seq_mean loss reduction

@@ -112,7 +112,7 @@ class LearnerActor:
                 # An empty micro-batch still has to advance DeepSpeed's accumulation counter.
                 loss = sum(p.sum() * 0.0 for p in self.engine.module.parameters())
             else:
-                loss, m = student_loss(self.engine.module, mb, self.algo, self.pad_id)
+                loss, m = student_loss(self.engine.module, mb, self.algo, self.pad_id, step=self.steps_done)
                 w = micro_batch_weight(mb, batch, self.algo.aggregation, self.world_size, gas)
                 for k, v in m.items():  # this rank's share of the batch mean: ranks' shares sum to it
                     metrics[k] = metrics.get(k, 0.0) + v * w / (self.world_size * gas)

@@ -21,12 +21,20 @@ TEACHER_SUPPORT = {
 }
 
 
-def student_loss(model, mb: LearnBatch, algo, pad_id: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss (0-dim, grad to ``model``) and float metrics for one micro-batch.
+def nca_weight(beta: float, warmup_steps: int, step: int) -> float:
+    """The consistency regulariser's weight at optimizer ``step`` (1-based): ``beta`` ramped linearly
+    over ``warmup_steps``. Why a ramp: the regulariser pulls p(.|c,x) towards the *current* p(.|x),
+    which before distillation is the undistilled behaviour; at full weight from step 1 it can teach
+    the model to ignore the context before the no-context behaviour has moved (reproduction_smollm2.md)."""
+    return beta * min(1.0, step / warmup_steps) if warmup_steps > 0 else beta
+
+
+def student_loss(model, mb: LearnBatch, algo, pad_id: int, step: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss (0-dim, grad to ``model``) and float metrics for one micro-batch at optimizer ``step``.
 
     The main term follows ``algo.loss``; when ``algo.nca_beta > 0`` the stop-gradient consistency
-    term ``beta * KL(sg[p(.|x,y<t)] || p(.|c,x,y<t))`` is added, which needs a second forward pass
-    over the with-context sequences.
+    term ``beta * KL(sg[p(.|x,y<t)] || p(.|c,x,y<t))`` is added (beta from :func:`nca_weight`), which
+    needs a second forward pass over the with-context sequences.
     """
     dev = next(model.parameters()).device
     T, agg, name = algo.temperature, algo.aggregation, algo.loss
@@ -60,13 +68,15 @@ def student_loss(model, mb: LearnBatch, algo, pad_id: int) -> tuple[torch.Tensor
         else:
             raise ValueError(f"unknown algo.loss {name!r}; expected one of {sorted(TEACHER_SUPPORT)}")
     metrics = {f"loss/{k}": v for k, v in m.items()}
-    if algo.nca_beta > 0:
+    beta = nca_weight(algo.nca_beta, algo.nca_warmup_steps, step)
+    if beta > 0:
         if logits is None:  # full_reverse_kl kept only the hidden states: apply the head, no second forward
             logits = model.get_output_embeddings()(hidden)
         ctx_logits, _ = response_logits(model, mb.context_seqs, mb.resp_lens, pad_id)
         reg, _ = losses.consistency_regularizer(logits, ctx_logits, mask, temperature=T, aggregation=agg)
-        loss = loss + algo.nca_beta * reg
+        loss = loss + beta * reg
         metrics["loss/consistency"] = reg.item()
+        metrics["loss/nca_beta"] = beta
     metrics["loss/total"] = loss.item()
     return loss, metrics
 

@@ -203,6 +203,25 @@ def test_nca_adds_beta_times_consistency(student, teacher, tok, views, name):
     assert m["loss/kl"] == pytest.approx(main.item(), rel=1e-5)
 
 
+def test_nca_weight_ramps_linearly_then_holds():
+    from opcd.learner.objective import nca_weight
+
+    assert [nca_weight(0.5, 4, s) for s in (1, 2, 4, 10)] == [0.125, 0.25, 0.5, 0.5]
+    assert nca_weight(0.5, 0, 1) == 0.5 and nca_weight(0.0, 4, 10) == 0.0
+
+
+def test_nca_warmup_scales_the_regulariser_in_the_loss(student, teacher, tok, views):
+    pad = tok.pad_token_id
+    mb = _make_batch(student, teacher, tok, views, "student_topk")
+    main, _ = student_loss(student, mb, _algo(), pad)
+    full, m_full = student_loss(student, mb, _algo(nca_beta=0.5), pad, step=3)
+    ramp, m = student_loss(student, mb, _algo(nca_beta=0.5, nca_warmup_steps=4), pad, step=1)
+    reg = m_full["loss/consistency"]
+    assert m["loss/nca_beta"] == 0.125 and m_full["loss/nca_beta"] == 0.5
+    torch.testing.assert_close(ramp.detach(), main.detach() + 0.125 * reg, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full.detach(), main.detach() + 0.5 * reg, atol=1e-5, rtol=1e-5)
+
+
 def test_unknown_loss_raises(student, teacher, tok, views):
     mb = _make_batch(student, teacher, tok, views, "topk")
     with pytest.raises(ValueError) as e:
