@@ -37,7 +37,7 @@ def write_problems(out: Path, n_train: int, n_eval: int, seed: int) -> tuple[Pat
     rng, seen, rows = random.Random(seed), set(), []
     while len(rows) < n_train + n_eval:
         q, f = rng.choice(TEMPLATES)
-        a, b = rng.randint(5, 20), rng.randint(2, 9)  # b < a: no negative answers
+        a, b = rng.randint(10, 20), rng.randint(2, 9)  # b < a: no negative answers
         if (q, a, b) not in seen:
             seen.add((q, a, b))
             rows.append({"question": q.format(a=a, b=b), "answer": f"#### {f(a, b)}"})

@@ -38,24 +38,25 @@ COLUMNS = [  # (header, metrics.jsonl key)
 ]
 
 
-def own_loss(algo: str) -> str | None:
-    """The loss that defines ``algo`` (``conf/algo/<algo>.yaml``, following its ``defaults``)."""
-    import yaml
+def own_loss(algo: str) -> str:
+    """The loss that defines ``algo``: ``algo.loss`` of the train config composed with ``algo=<algo>``
+    and no experiment preset (Hydra resolves the algo group's defaults)."""
+    from hydra import compose, initialize_config_dir
 
-    cfg = yaml.safe_load((ROOT / "conf" / "algo" / f"{algo}.yaml").read_text()) or {}
-    if "loss" in cfg:
-        return cfg["loss"]
-    parents = [d for d in cfg.get("defaults", []) if isinstance(d, str) and d != "_self_"]
-    return own_loss(parents[0]) if parents else None
+    from opcd.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"algo={algo}"]).algo.loss
 
 
 def run_sweep(experiment: str, algos: list[str], steps: int, seed: int, sweep_dir: Path, extra: list[str]) -> None:
     """One ``python -m opcd.train -m`` job per method under ``sweep_dir/<algo>``. Each method keeps the
     loss that defines it: an experiment preset may set ``algo.loss`` for its own method (the SmolLM2
     preset sets opcd's full-vocabulary reverse KL), which must not turn ``sft`` into a KL method."""
+    user_loss = any(o.startswith("algo.loss=") for o in extra)  # the user's choice wins
     for algo in algos:
-        loss = [] if any(o.startswith("algo.loss=") for o in extra) or not own_loss(algo) else [
-            f"algo.loss={own_loss(algo)}"]
+        loss = [] if user_loss else [f"algo.loss={own_loss(algo)}"]
         cmd = [sys.executable, "-m", "opcd.train", "-m", f"experiment={experiment}", f"algo={algo}", *loss,
                f"steps={steps}", f"seed={seed}", "logger=none", f"hydra.sweep.dir={sweep_dir}",
                "hydra.sweep.subdir=${algo.name}", *extra]

@@ -140,6 +140,9 @@ def prepare(cfg) -> Prepared:
     if not algo.temperature > 0 or cfg.rollout.temperature < 0:
         raise ValueError(f"algo.temperature must be > 0 (got {algo.temperature}) and rollout.temperature >= 0 "
                          f"(got {cfg.rollout.temperature})")
+    if algo.nca_beta < 0 or algo.nca_warmup_steps < 0:
+        raise ValueError(f"algo.nca_beta and algo.nca_warmup_steps must be >= 0 (got {algo.nca_beta} and "
+                         f"{algo.nca_warmup_steps}); nca_beta=0 turns the regulariser off")
     if algo.loss not in TEACHER_SUPPORT:
         raise ValueError(f"unknown algo.loss {algo.loss!r}; expected one of {sorted(TEACHER_SUPPORT)}")
     p_student = algo.gkd_lambda if algo.name == "gkd" else STUDENT_SAMPLES.get(algo.name)

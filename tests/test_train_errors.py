@@ -51,6 +51,12 @@ def test_zero_loss_temperature_is_refused_at_startup(tmp_path):
     assert r.returncode != 0 and "algo.temperature must be > 0" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_negative_nca_settings_are_refused_at_startup(tmp_path):
+    for bad in ("algo.nca_beta=-0.5", "algo.nca_warmup_steps=-1"):
+        r = _train(tmp_path, bad)
+        assert r.returncode != 0 and "must be >= 0" in r.stderr and "Traceback" not in r.stderr, bad
+
+
 def test_nonfinite_streak_stops_the_run():
     """Skipped NaN steps are counted; a finite step resets the count; the limit raises (before any checkpoint)."""
     import pytest

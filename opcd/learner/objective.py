@@ -24,8 +24,8 @@ TEACHER_SUPPORT = {
 def nca_weight(beta: float, warmup_steps: int, step: int) -> float:
     """The consistency regulariser's weight at optimizer ``step`` (1-based): ``beta`` ramped linearly
     over ``warmup_steps``. Why a ramp: the regulariser pulls p(.|c,x) towards the *current* p(.|x),
-    which before distillation is the undistilled behaviour; at full weight from step 1 it can teach
-    the model to ignore the context before the no-context behaviour has moved (reproduction_smollm2.md)."""
+    which before distillation is the undistilled behaviour, so a ramp lets the distillation term move
+    p(.|x) first. On SmolLM2 it helped only partly (``benchmarks/reproduction_smollm2.md``)."""
     return beta * min(1.0, step / warmup_steps) if warmup_steps > 0 else beta
 
 
