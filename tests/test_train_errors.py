@@ -55,16 +55,3 @@ def test_negative_nca_settings_are_refused_at_startup(tmp_path):
     for bad in ("algo.nca_beta=-0.5", "algo.nca_warmup_steps=-1"):
         r = _train(tmp_path, bad)
         assert r.returncode != 0 and "must be >= 0" in r.stderr and "Traceback" not in r.stderr, bad
-
-
-def test_nonfinite_streak_stops_the_run():
-    """Skipped NaN steps are counted; a finite step resets the count; the limit raises (before any checkpoint)."""
-    import pytest
-
-    from opcd.loop import NonFiniteLossError, count_nonfinite
-
-    streak = count_nonfinite(0, True, step=1, limit=3)
-    streak = count_nonfinite(streak, True, step=2, limit=3)
-    assert streak == 2 and count_nonfinite(streak, False, step=3, limit=3) == 0
-    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses at step 5; lower algo.lr"):
-        count_nonfinite(2, True, step=5, limit=3)

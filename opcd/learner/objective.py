@@ -7,18 +7,10 @@ from __future__ import annotations
 import torch
 
 from opcd import losses
+from opcd.algorithms import TEACHER_SUPPORT
 from opcd.batch import LearnBatch
 from opcd.modeling import response_logits
 
-# Which support the teacher must score for each loss (see opcd.teacher.scoring.score_responses).
-TEACHER_SUPPORT = {
-    "topk_reverse_kl": "student_topk",  # OPCD: the student's own top-k from the rollout
-    "full_reverse_kl": "full",
-    "jsd": "full",
-    "forward_kl": "topk",  # off-policy CD: the teacher's top-k
-    "sampled_reverse_kl": "topk",  # only token log-probs are used
-    "nll": "topk",  # only the response tokens are used
-}
 
 
 def nca_weight(beta: float, warmup_steps: int, step: int) -> float:

@@ -5,13 +5,13 @@ import torch
 from omegaconf import OmegaConf
 
 from opcd import losses
-from opcd.rollout.engine import Sample
+from opcd.engine import Sample
 from opcd.batch import LearnBatch, build_learn_batch, pad_2d, pad_3d
 from opcd.chat import encode_answer, encode_prompt
 from opcd.config import AlgoConfig
 from opcd.learner.objective import TEACHER_SUPPORT, student_loss
 from opcd.modeling import load_causal_lm, response_logits
-from opcd.tasks.pretrain import build_model
+from opcd.models.toy.pretrain import build_model
 from opcd.teacher.scoring import score_responses
 
 K = 4
@@ -298,3 +298,43 @@ def test_merge_rank_stats():
     b = {"loss/total": 0.5, "learner/tokens": 30.0, "learner/seconds": 2.0, "nonfinite": 1.0, "learner/lr": 1e-3}
     assert merge_rank_stats([a, b]) == {"loss/total": 0.75, "learner/tokens": 40.0, "learner/seconds": 2.0,
                                         "nonfinite": 1.0, "learner/lr": 1e-3}
+
+
+@pytest.mark.parametrize("name", ["topk_reverse_kl", "full_reverse_kl", "forward_kl", "sampled_reverse_kl", "nll"])
+def test_environment_turns_are_no_learning_target(student, teacher, tok, views, name):
+    """Multi-turn episodes mark the environment's tokens 0 in ``LearnBatch.mask``: whatever the teacher
+    says there, the loss and its gradient must not change (and the masked loss differs from the unmasked)."""
+    pad = tok.pad_token_id
+    mb = _make_batch(student, teacher, tok, views, TEACHER_SUPPORT[name])
+    env = torch.zeros_like(mb.mask)
+    env[:, 1:3] = True  # positions 1-2 of every response are "the environment's turn"
+    mb.mask = mb.mask & ~env
+    base, _ = student_loss(student, mb, _algo(loss=name), pad)
+    garbage = mb.teacher_logprobs.clone()
+    garbage[env] = -20.0 * torch.rand_like(garbage[env]) - 1.0
+    tok_garbage = mb.teacher_token_logprobs.clone()
+    tok_garbage[env] = -30.0
+    resp = mb.response_ids.clone()
+    resp[env] = 5
+    from dataclasses import replace
+
+    other = replace(mb, teacher_logprobs=garbage, teacher_token_logprobs=tok_garbage, response_ids=resp)
+    with_garbage, _ = student_loss(student, other, _algo(loss=name), pad)
+    torch.testing.assert_close(with_garbage, base, atol=1e-6, rtol=1e-6)
+    unmasked = replace(other, mask=mb.mask | (env & (resp != pad)))
+    assert abs(student_loss(student, unmasked, _algo(loss=name), pad)[0].item() - base.item()) > 1e-4
+
+
+def test_sampled_reverse_kl_applies_the_temperature(student, teacher, tok, views):
+    """At T != 1 the student's token log-prob is log_softmax(logits / T)[y] (the teacher's scores already carry T)."""
+    pad, T = tok.pad_token_id, 2.0
+    mb = _make_batch(student, teacher, tok, views, TEACHER_SUPPORT["sampled_reverse_kl"], T)
+    with torch.no_grad():
+        logits, mask = _student_logits(student, mb, pad)
+    loss, _ = student_loss(student, mb, _algo(loss="sampled_reverse_kl", temperature=T), pad)
+    s_lp = torch.log_softmax(logits / T, -1).gather(-1, mb.response_ids[..., None])[..., 0]
+    ref, _ = losses.sampled_reverse_kl(s_lp, mb.behaviour_logprobs, mb.teacher_token_logprobs, mask)
+    torch.testing.assert_close(loss.detach(), ref, atol=1e-6, rtol=1e-6)
+    at_one = torch.log_softmax(logits, -1).gather(-1, mb.response_ids[..., None])[..., 0]
+    wrong, _ = losses.sampled_reverse_kl(at_one, mb.behaviour_logprobs, mb.teacher_token_logprobs, mask)
+    assert abs(wrong.item() - ref.item()) > 1e-3  # the test can tell T from 1
