@@ -48,13 +48,11 @@ compared at T = 2.5 chunks. Writes ``benchmarks/results/loss.json``; exits 1 on 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -62,7 +60,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from opcd.losses import chunked_full_reverse_kl, full_reverse_kl, topk_reverse_kl
+if not __package__:  # `python benchmarks/bench_loss.py`: the repo root on the path for `benchmarks.common`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common.memory import peak_rss, profile_peak, rss_baseline  # noqa: E402
+from opcd.losses import chunked_full_reverse_kl, full_reverse_kl, topk_reverse_kl  # noqa: E402
 
 H = 256
 K = 256
@@ -135,113 +137,9 @@ class Case:
 
 
 # --------------------------------------------------------------------------- memory measurement
-def _label(path: tuple[str, ...]) -> str:
-    """'<autograd node>: <outermost aten op below it>' (or 'fwd: <op>') for an allocation."""
-    node_at = max((i for i, n in enumerate(path)  # custom autograd functions: "<Name>Backward"
-                   if n.endswith(("Backward0", "Backward1", "Backward", "AccumulateGrad", "opcd::leaf_grads"))),
-                  default=-1)
-    below = path[node_at + 1:]
-    op = next((n for n in below if n.startswith("aten::")), below[-1] if below else "?")
-    return f"{path[node_at]}: {op}" if node_at >= 0 else f"fwd: {op}"
-
-
 def _node(label: str) -> str:
-    """The autograd node of a ``_label`` ('fwd' outside the backward)."""
+    """The autograd node of a ``memory.label`` ('fwd' outside the backward)."""
     return label.rsplit(": ", 1)[0].split()[-1].split("::")[-1]
-
-
-def _allocations(prof) -> list[tuple[int, int, int, str]]:
-    """(time_ns, bytes (+alloc / -free), address, label) for every CPU allocator event."""
-    out = []
-    try:
-        from torch._C._profiler import _EventType
-
-        stack = [(root, ()) for root in prof.profiler.kineto_results.experimental_event_tree()]
-        while stack:
-            node, path = stack.pop()
-            if node.tag == _EventType.Allocation:
-                ef = node.extra_fields
-                out.append((node.start_time_ns, ef.alloc_size, ef.ptr, _label(path)))
-            stack.extend((c, path + (node.name,)) for c in node.children)
-    except Exception:  # private API moved: fall back to the public '[memory]' kineto events
-        out = [(e.start_ns(), e.nbytes(), -1, "?")
-               for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    out.sort(key=lambda a: a[0])
-    return out
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def profile_peak(fn) -> tuple[float, int, dict[str, dict]]:
-    """Run ``fn`` under the memory profiler; return (fn's result, peak live bytes above the
-    starting point, {label: {"bytes", "count"}} of the allocations live at that peak)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_stderr():  # kineto prints 'profiler_start/stop' lines on the C++ stderr
-        prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-        prof.start()
-    try:
-        result = fn()
-    finally:
-        with _quiet_stderr():
-            prof.stop()
-    allocs = _allocations(prof)
-    cur = peak = 0
-    peak_i = -1
-    for i, (_, n, _, _) in enumerate(allocs):
-        cur += n
-        if cur > peak:
-            peak, peak_i = cur, i
-    live: dict[int, tuple[int, str]] = {}
-    for _, n, ptr, lab in allocs[:peak_i + 1]:
-        if n > 0:
-            live[ptr] = (n, lab)
-        else:
-            live.pop(ptr, None)
-    groups: dict[str, dict] = {}
-    for n, lab in live.values():
-        g = groups.setdefault(lab, {"bytes": 0, "count": 0})
-        g["bytes"] += n
-        g["count"] += 1
-    groups = dict(sorted(groups.items(), key=lambda kv: -kv[1]["bytes"]))
-    return result, peak, groups
-
-
-def _proc_status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _rss_baseline() -> tuple[int, bool]:
-    """Reset the peak-RSS mark if the kernel allows it (``5 > /proc/self/clear_refs``, Linux
-    >= 4.0); return (baseline bytes, reset?). Without the reset, peak RSS is a process-lifetime
-    high-water mark and building the inputs may already have set it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _proc_status_kib("VmRSS") * 1024, True
-    except (OSError, KeyError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, False
-
-
-def _peak_rss(reset: bool) -> int:
-    if reset:
-        return _proc_status_kib("VmHWM") * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def measure(method: str, T: int, V: int, chunk_size: int, repeats: int) -> dict:
@@ -260,9 +158,9 @@ def measure(method: str, T: int, V: int, chunk_size: int, repeats: int) -> dict:
 
     # Run 1, unprofiled: the RSS cross-check (the profiler's own start-up allocates ~100+ MiB
     # of RSS on its first use, so it must not run inside this window). Timed too.
-    rss0, rss_reset = _rss_baseline()
+    rss0, rss_reset = rss_baseline()
     times = [timed()]
-    rss_delta = _peak_rss(rss_reset) - rss0
+    rss_delta = peak_rss(rss_reset) - rss0
     # Run 2: the allocation timeline (not timed: profiler overhead).
     case.reset()
     loss, peak, live = profile_peak(case.run)

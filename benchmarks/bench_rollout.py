@@ -39,9 +39,9 @@ def main() -> None:
     from opcd.chat import encode_prompt
     from opcd.config import TrainConfig
     from opcd.modeling import load_tokenizer
-    from opcd.rollout.engine import engine_env, engine_kwargs, make_llm
+    from opcd.engine import engine_env, engine_kwargs, make_llm
     from opcd.rollout.worker import RolloutWorker, generate_on
-    from opcd.tasks.pretrain import DEFAULT_OUT
+    from opcd.models.toy import DEFAULT_OUT
     from opcd.tasks.toy_world import generate
 
     model = str(DEFAULT_OUT)

@@ -44,8 +44,8 @@ def main() -> None:
     import ray
     import torch
 
-    from opcd.tasks.char_tokenizer import build_char_tokenizer
-    from opcd.tasks.pretrain import DEFAULT_OUT, build_model
+    from opcd.models.toy.char_tokenizer import build_char_tokenizer
+    from opcd.models.toy.pretrain import DEFAULT_OUT, build_model
 
     big = Path(tempfile.mkdtemp()) / "wide-llama"
     tok = build_char_tokenizer()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from opcd.tasks.pretrain import DEFAULT_OUT
+    from opcd.models.toy import DEFAULT_OUT
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(DEFAULT_OUT))
@@ -36,7 +36,7 @@ def main() -> None:
 
     from opcd.chat import encode_answer, encode_prompt
     from opcd.modeling import load_causal_lm, load_tokenizer
-    from opcd.rollout.engine import make_llm
+    from opcd.engine import make_llm
     from opcd.tasks.toy_world import generate
     from opcd.teacher.scoring import score_responses
 

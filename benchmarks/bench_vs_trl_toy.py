@@ -2,7 +2,10 @@
 
     python benchmarks/bench_vs_trl_toy.py                    # 60 steps each, 16 prompts x 1 sample, 16 tokens
     python benchmarks/bench_vs_trl_toy.py --steps 100 --batch 32 --lr 1e-4
+    python benchmarks/bench_vs_trl_toy.py --methods trl,trl_vllm,opcd   # TRL with HF generate and with vLLM
     python benchmarks/bench_vs_trl_toy.py --quick            # 3 steps, small evaluation: checks the plumbing
+
+(``python -m benchmarks.bench_vs_trl_toy ...`` from the repo root is the same.)
 
 The job: distil the toy world's ``reverse`` rule description (a system message) into the shipped
 1M-parameter character-level Llama (``opcd/assets/toy-model``), on this CPU. Both trainers get the
@@ -13,9 +16,10 @@ averaged per response then over the batch, the frozen initial model as teacher, 
 ``--lr`` (no warm-up, no weight decay, grad-norm clip 1.0) and ``--steps`` optimizer steps.
 
 * TRL: ``SDFTTrainer`` (``distillation_mode="full_logits"``, ``distillation_alpha=1.0``,
-  ``teacher_model_kind="base"``, HF ``generate``), with the context as the *system* message exactly as
-  opcd renders it -- the subclass, timing callback and ``SDFTConfig`` of ``benchmarks/vs_trl_smollm2.py``,
-  reused as they are.
+  ``teacher_model_kind="base"``), with the context as the *system* message exactly as opcd renders
+  it -- ``benchmarks.common.trl_sdft`` and its worker, shared with ``benchmarks/vs_trl_smollm2.py``.
+  ``trl`` generates with HF ``generate``; ``trl_vllm`` (not in the default ``--methods``) with vLLM in
+  colocate mode. Step-rate ratios are against the faster TRL configuration that ran.
 * opcd: the real stack, ``python -m opcd.train experiment=toy_opcd algo=opcd task.retain_ratio=0 ...``
   (Ray actors: vLLM rollout engines, teacher, DeepSpeed learner); per-step times from its metrics.jsonl.
 
@@ -24,50 +28,40 @@ whose context the student also sees; SDFT has no such notion, so both sides trai
 rule's prompts only (expect the other rules' with-context accuracy to suffer on both sides).
 
 The final checkpoint of each side (and the base model) is then scored by the same evaluator, the
-toy world's vLLM evaluator (``opcd.eval.run_eval`` with ``opcd.tasks.model_card.eval_config``: test
-split, greedy, exact match). Reported: s/step (median over steps), response tokens per second of step
-time, final no-context accuracy on ``reverse`` (the distilled rule), and with-context accuracies.
-Outputs: ``benchmarks/results/vs_trl_toy.json`` and ``benchmarks/vs_trl_toy.md`` (``--quick``: under
-the work dir, ``outputs/vs_trl_toy_quick/report``, so a smoke run never overwrites the real numbers).
+toy world's vLLM evaluator (``opcd.eval.run_eval`` with the toy model card's ``eval_config``: test
+split, greedy, exact match). Reported (``benchmarks/vs_trl_toy_report.py``): s/step (median over
+steps), response tokens per second of step time, final no-context accuracy on ``reverse`` (the
+distilled rule), and with-context accuracies. Outputs: ``benchmarks/results/vs_trl_toy.json`` and
+``benchmarks/vs_trl_toy.md`` (``--quick``: under the work dir, ``outputs/vs_trl_toy_quick/report``,
+so a smoke run never overwrites the real numbers).
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
-import os
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))  # `python benchmarks/bench_vs_trl_toy.py` from a fresh clone
+if not __package__:  # `python benchmarks/bench_vs_trl_toy.py`: the repo root on the path for `benchmarks.*`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ("trl", "opcd", "opcd_overlap")
+from benchmarks.common import REPO  # noqa: E402
+from benchmarks.common.machine import environment, loadavg  # noqa: E402
+from benchmarks.common.process import run_process  # noqa: E402
+from benchmarks.common.report import mmss  # noqa: E402
+from benchmarks.common.runs import train_run  # noqa: E402
+from benchmarks.common.trl_sdft import TRL_CONFIGS, is_trl, make_job  # noqa: E402
+from benchmarks.vs_trl_toy_report import build_report, table, write_outputs  # noqa: E402
+
 # opcd variants: extra Hydra overrides on top of the shared job.
 OPCD_VARIANTS = {"opcd": [], "opcd_overlap": ["rollout.overlap=true"]}
-LABELS = {"trl": "TRL SDFTTrainer", "opcd": "opcd (OPCD)", "opcd_overlap": "opcd, rollout.overlap=true (one-step off-policy)",
-          "base": "base model (before training)"}
-DISTILLED = "reverse"  # the toy_opcd experiment's distilled rule
+METHODS = (*TRL_CONFIGS, *OPCD_VARIANTS)  # what --methods accepts
+DEFAULT_METHODS = ("trl", "opcd", "opcd_overlap")
 RESULTS = REPO / "benchmarks" / "results" / "vs_trl_toy.json"
 MARKDOWN = REPO / "benchmarks" / "vs_trl_toy.md"
-
-
-def _load_smollm2():
-    """``benchmarks/vs_trl_smollm2.py`` as a module (the TRL side and the process runner live there)."""
-    name = "vs_trl_smollm2"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "vs_trl_smollm2.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # dataclasses resolve string annotations through sys.modules
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-S2 = _load_smollm2()
 
 
 @dataclass
@@ -138,27 +132,27 @@ def training_records(s: Settings) -> list[dict]:
     return recs
 
 
-def trl_job(s: Settings, run_dir: Path) -> dict:
-    """Everything the TRL worker process needs (JSON-serialisable; the fields of
-    ``vs_trl_smollm2.trl_config`` plus per-prompt contexts)."""
+def trl_job(s: Settings, run_dir: Path, method: str = "trl") -> dict:
+    """Everything the TRL worker process needs for TRL configuration ``method`` (JSON-serialisable),
+    with the opcd run's prompts and their per-prompt contexts."""
     recs = training_records(s)
-    return {"model": s.model, "output_dir": str(run_dir), "steps": s.steps, "batch": s.prompts_per_step,
-            "max_tokens": s.max_tokens, "temperature": s.temperature, "lr": s.lr, "seed": s.seed,
-            "save_steps": s.steps, "threads": s.threads, "max_prompt_length": s.max_model_len - s.max_tokens,
-            "prompts": [r["prompt"] for r in recs], "contexts": [r["context"] for r in recs]}
+    return make_job(method, model=s.model, output_dir=str(run_dir), steps=s.steps, batch=s.prompts_per_step,
+                    max_tokens=s.max_tokens, temperature=s.temperature, lr=s.lr, seed=s.seed, save_steps=s.steps,
+                    threads=s.threads, max_model_len=s.max_model_len, prompts=[r["prompt"] for r in recs],
+                    contexts=[r["context"] for r in recs])
 
 
 # --------------------------------------------------------------------------------------------------
 # Running: training, then the shared evaluator
 # --------------------------------------------------------------------------------------------------
 def run_method(method: str, s: Settings, work: Path) -> dict:
-    """Train one method (``trl`` or ``opcd``) with ``vs_trl_smollm2.train_run``."""
+    """Train one method (a TRL configuration or an opcd variant) with ``benchmarks.common.runs.train_run``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     run_dir = work / method
-    trl = method == "trl"
-    rec = S2.train_run(method, run_dir, s.steps, trl_job(s, run_dir) if trl else None,
-                       None if trl else opcd_command(s, run_dir, method), Path(__file__).resolve())
+    trl = is_trl(method)
+    rec = train_run(method, run_dir, s.steps, trl_job(s, run_dir, method) if trl else None,
+                    None if trl else opcd_command(s, run_dir, method))
     if not rec["checkpoints"]:
         raise RuntimeError(f"{method}: no checkpoint was written; see {run_dir / 'train.log'}")
     return rec
@@ -172,9 +166,9 @@ def eval_spec(s: Settings, runs: dict[str, dict]) -> list[dict]:
 
 def run_eval_worker(spec_path: str, out_path: str, n_per_rule: int) -> None:
     """``_eval SPEC.json OUT.json N``: ``opcd.eval.run_eval`` (the toy world's vLLM evaluator, configured
-    by ``model_card.eval_config``) on every model of the spec, with and without the system prompt."""
+    by the toy model card's ``eval_config``) on every model of the spec, with and without the system prompt."""
     from opcd.eval.__main__ import run_eval
-    from opcd.tasks.model_card import eval_config
+    from opcd.models.toy.model_card import eval_config
 
     out = Path(out_path)
     res = {}
@@ -192,156 +186,12 @@ def run_evaluation(s: Settings, runs: dict[str, dict], work: Path) -> dict:
     (work / "eval_spec.json").write_text(json.dumps(spec, indent=1))
     print(f"[bench] evaluating {len(spec)} models ({s.eval_n_per_rule} test prompts per rule and condition)",
           flush=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_eval", str(work / "eval_spec.json"),
+    cmd = [sys.executable, "-m", "benchmarks.bench_vs_trl_toy", "_eval", str(work / "eval_spec.json"),
            str(work / "eval.json"), str(s.eval_n_per_rule)]
-    rec = S2.run_process(cmd, work / "eval.log")
+    rec = run_process(cmd, work / "eval.log")
     res = json.loads((work / "eval.json").read_text())
     res["_wall_s"] = rec["t_end"] - rec["t_start"]
     return res
-
-
-# --------------------------------------------------------------------------------------------------
-# Summaries and the report (pure: tested on synthetic runs)
-# --------------------------------------------------------------------------------------------------
-def step_series(method: str, rec: dict) -> tuple[list[float], list[float]]:
-    """Per-step wall seconds and response tokens of one run record (TRL: timing.jsonl rows; opcd:
-    metrics.jsonl rows, ``step/seconds`` and ``rollout/response_len`` x prompts per step)."""
-    if method == "trl":
-        rows = [r for r in rec["rows"] if r.get("event") == "step"]
-        return [r["seconds"] for r in rows], [float(r.get("rollout_tokens", 0)) for r in rows]
-    rows = [r for r in rec["rows"] if r.get("step", 0) >= 1 and "step/seconds" in r]
-    n = rec["prompts_per_step"]
-    return [r["step/seconds"] for r in rows], [r["rollout/response_len"] * n for r in rows]
-
-
-def timing(method: str, rec: dict) -> dict:
-    """Median s/step (every step), response tokens/s (steps 2..N: the first is warm-up), and the
-    per-phase breakdown of ``vs_trl_smollm2.timing_summary``."""
-    secs, toks = step_series(method, rec)
-    ss, st = S2._steady(secs), S2._steady(toks)
-    out = {"steps": len(secs), "median_s_per_step": statistics.median(secs) if secs else None,
-           "tokens_per_s": sum(st) / sum(ss) if ss and sum(ss) > 0 else None,
-           "mean_response_tokens": sum(toks) / len(toks) / rec["prompts_per_step"] if toks else None,
-           "train_s": sum(secs), "wall_s": rec["t_end"] - rec["t_start"]}
-    try:
-        full = S2.timing_summary(method, rec)
-        out.update(mean_s_per_step=full["s_per_step"], startup_s=full["startup_s"], phases=full["phases"])
-    except (KeyError, TypeError, ZeroDivisionError):  # synthetic or partial rows
-        pass
-    return out
-
-
-def accuracies(acc: dict, distilled: str = DISTILLED) -> dict:
-    """The numbers of one evaluator table: the distilled rule without / with its system prompt, and
-    the other rules with theirs (mean; what distillation without retain prompts may break)."""
-    others = [r for r in acc if r not in (distilled, "mean") and "system" in acc[r]]
-    return {"distilled_none": acc.get(distilled, {}).get("none"),
-            "distilled_system": acc.get(distilled, {}).get("system"),
-            "others_system": sum(acc[r]["system"] for r in others) / len(others) if others else None}
-
-
-def build_report(s: Settings, runs: dict[str, dict], evals: dict, environment: dict | None = None) -> dict:
-    report = {"settings": asdict(s), "environment": environment or {}, "distilled_rule": DISTILLED,
-              "base": None, "methods": {}}
-    if "base" in evals:
-        report["base"] = {"accuracy": evals["base"]["accuracy"], **accuracies(evals["base"]["accuracy"])}
-    for m, rec in runs.items():
-        ev = evals.get(m)
-        report["methods"][m] = {
-            "timing": timing(m, {**rec, "prompts_per_step": s.prompts_per_step}),
-            "final_checkpoint": rec["checkpoints"][-1] if rec.get("checkpoints") else None,
-            "accuracy": ev["accuracy"] if ev else None, **(accuracies(ev["accuracy"]) if ev else {})}
-    t = report["methods"].get("trl")
-    speedups = {m: t["timing"]["median_s_per_step"] / o["timing"]["median_s_per_step"]
-                for m, o in report["methods"].items()
-                if m != "trl" and t and t["timing"]["median_s_per_step"] and o["timing"]["median_s_per_step"]}
-    if speedups:
-        report["speedup_vs_trl"] = speedups
-    if "opcd" in speedups:
-        report["opcd_speedup_vs_trl"] = speedups["opcd"]
-    return report
-
-
-def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(x, fmt="{:.2f}") -> str:
-    return "–" if x is None else fmt.format(x)
-
-
-def table(report: dict) -> str:
-    """The result table (Markdown)."""
-    s = report["settings"]
-    lines = ["| method | s/step (median) | tokens/s | final Acc_x no context (`reverse`) | `reverse` with context | "
-             "other rules with context | steps | wall time (start-up) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    if report.get("base"):
-        b = report["base"]
-        lines.append(f"| {LABELS['base']} | – | – | {_pct(b['distilled_none'])} | {_pct(b['distilled_system'])} | "
-                     f"{_pct(b['others_system'])} | 0 | – |")
-    for m, r in report["methods"].items():
-        t = r["timing"]
-        lines.append(f"| {LABELS.get(m, m)} | {_num(t['median_s_per_step'])} | {_num(t['tokens_per_s'], '{:.0f}')} | "
-                     f"{_pct(r.get('distilled_none'))} | {_pct(r.get('distilled_system'))} | "
-                     f"{_pct(r.get('others_system'))} | {t['steps']} / {s['steps']} | "
-                     f"{S2._mmss(t.get('wall_s'))} ({S2._mmss(t.get('startup_s'))}) |")
-    return "\n".join(lines)
-
-
-def markdown(report: dict) -> str:
-    """A short Markdown section: what was run, the table, the settings."""
-    s, env = report["settings"], report["environment"]
-    quick = " (--quick smoke run: numbers meaningless)" if s["quick"] else ""
-    speed = report.get("speedup_vs_trl", {})
-    lines = [
-        f"### End to end against TRL on the toy model{quick}", "",
-        f"`python benchmarks/bench_vs_trl_toy.py{' --quick' if s['quick'] else ''}` "
-        f"({env.get('date', '')}, {env.get('cpu', '')}, load average {_num(env.get('loadavg'), '{:.1f}')} at the "
-        f"start; trl {env.get('packages', {}).get('trl', '?')}). "
-        f"Both sides distil the toy world's `{report['distilled_rule']}` rule description (system message) into the "
-        f"shipped 1M-parameter character-level Llama `{Path(s['model']).name}`: the same training prompts "
-        f"(`load_task` of `experiment=toy_opcd` with `task.retain_ratio=0`), {s['steps']} steps of "
-        f"{s['prompts_per_step']} prompts x 1 sample, {s['max_tokens']} new tokens at T={s['temperature']:g}, "
-        "full-vocabulary reverse KL(student || teacher) (per-response mean, then batch mean), frozen initial "
-        f"model as teacher, AdamW lr {s['lr']:g} constant, grad clip 1.0, seed {s['seed']}.",
-        "",
-        table(report),
-        "",
-        "- TRL: `trl.experimental.sdft.SDFTTrainer` (`distillation_mode=\"full_logits\"`, `distillation_alpha=1.0`, "
-        "`teacher_model_kind=\"base\"`, HF `generate`, one process with "
-        f"{s['threads']} torch thread(s)), context builder subclassed so the context is the system message, "
-        "byte-identical to opcd's rendering (`benchmarks/vs_trl_smollm2.py`).",
-        "- opcd: `python -m opcd.train experiment=toy_opcd algo=opcd task.retain_ratio=0 algo.loss=full_reverse_kl "
-        f"algo.aggregation=seq_mean teacher.threads={s['threads']} learner.threads={s['threads']} ...` (Ray: 2 vLLM-CPU "
-        "rollout engines with 1 thread each, teacher actor, DeepSpeed learner; weights pushed into the engines "
-        "after every step).",
-        "- s/step: median wall time of a training step (rollout + teacher + update, and for opcd the weight sync; "
-        "checkpoint writes and opcd's in-loop evaluation excluded). tokens/s: sampled response tokens (EOS "
-        "included) per second of step time, steps 2..N. Wall time: the training process from launch to exit "
-        "(imports, model loading, opcd's actor start-up and in-loop evaluation, checkpoint writes); start-up: "
-        "until the first step began. Torch threads: --threads (TRL's process, opcd's teacher and learner); "
-        "multi-threaded torch on a busy CPU is many times slower, hence the load average above."
-        + "".join(f" Step rate {m} / TRL: {v:.2f}x." for m, v in speed.items()),
-        "- `opcd_overlap`: the same run with `rollout.overlap=true`: the rollout and teacher scoring of step t+1 "
-        "run in a background thread while the learner trains on step t, so each batch is sampled from the "
-        "weights one update behind (one-step off-policy).",
-        "- Accuracy: the same evaluator for every model (`opcd.eval.run_eval`, `model_card.eval_config`: toy-world "
-        f"test split, {s['eval_n_per_rule']} prompts per rule and condition, greedy, exact match) on each side's "
-        "final saved checkpoint. Acc_x no context = the distilled rule without its description; \"other rules "
-        "with context\" = mean over the 7 other rules with their description (no retain prompts protect them here).",
-        "- `task.retain_ratio=0` on the opcd side: the default toy experiment also trains on retain prompts "
-        "(other rules, context visible to the student); SDFT has no such notion, so both train on the "
-        "distilled rule's prompts only. Data order differs (each trainer shuffles with its own RNG).",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(report: dict, json_path: Path, md_path: Path) -> dict[str, Path]:
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=1))
-    md_path.write_text(markdown(report))
-    return {"json": json_path, "md": md_path}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,7 +206,8 @@ def parse_args(argv=None):
                     "(default 100; quick: 10)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the TRL process and of opcd's "
                     "teacher and learner (default 1; the toy preset's are 2, much slower on a busy CPU)")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                    help=f"comma list of {', '.join(METHODS)} (trl_vllm: TRL generating with vLLM, colocate mode)")
     ap.add_argument("--quick", action="store_true", help="3-step smoke run, small evaluation, report in the work dir")
     ap.add_argument("--work-dir", default=None, help="runs and checkpoints (default outputs/vs_trl_toy[_quick])")
     ap.add_argument("--out-dir", default=None, help="write vs_trl_toy.json/.md here instead of the defaults")
@@ -386,28 +237,26 @@ def main(argv=None) -> dict:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method(s) {bad}; expected {', '.join(METHODS)}")
-    if "trl" in methods and importlib.util.find_spec("trl") is None:
+    if any(map(is_trl, methods)) and importlib.util.find_spec("trl") is None:
         raise SystemExit("bench_vs_trl_toy: trl is not installed; run: pip install -e '.[bench]'")
     s = settings_from_args(args)
     work = Path(args.work_dir or REPO / "outputs" / ("vs_trl_toy_quick" if s.quick else "vs_trl_toy"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "settings.json").write_text(json.dumps(asdict(s), indent=1))
-    t0, load = time.time(), os.getloadavg()[0]  # a busy CPU slows multi-threaded torch a lot: recorded
+    t0, load = time.time(), loadavg()  # a busy CPU slows multi-threaded torch a lot: recorded
     runs = {m: run_method(m, s, work) for m in methods}
     evals = run_evaluation(s, runs, work)
-    report = build_report(s, runs, evals, {**S2.environment(), "loadavg": load})
+    report = build_report(s, runs, evals, {**environment(), "loadavg": load})
     report["eval_wall_s"] = evals.get("_wall_s")
     report["benchmark_wall_s"] = time.time() - t0
     paths = write_outputs(report, *output_paths(args, s, work))
     print(table(report))
-    print(f"[bench] wrote {paths['json']} and {paths['md']} in {S2._mmss(time.time() - t0)}")
+    print(f"[bench] wrote {paths['json']} and {paths['md']} in {mmss(time.time() - t0)}")
     return report
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "_trl_worker":
-        S2.run_trl_worker(sys.argv[2])  # job["contexts"]: one context per prompt
-    elif len(sys.argv) == 5 and sys.argv[1] == "_eval":
+    if len(sys.argv) == 5 and sys.argv[1] == "_eval":
         run_eval_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         main()

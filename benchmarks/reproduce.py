@@ -28,6 +28,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if not __package__:  # `python benchmarks/reproduce.py`: the repo root on the path for `benchmarks.common`
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common.plotting import figure  # noqa: E402
+
 ALGOS = ["icl", "opcd", "opcd_nca", "offpolicy_cd", "sft", "gkd"]
 COLUMNS = [  # (header, metrics.jsonl key)
     ("Acc_x", "eval/distilled/none"), ("Acc_x,c", "eval/distilled/system"),
@@ -145,26 +150,18 @@ def write_report(name: str, experiment: str, summary: dict, checks: list, runs: 
 
 
 def _plot(runs: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, (key, title) in zip(axes, [("eval/distilled/none", "without the context (Acc_x)"),
-                                       ("eval/distilled/system", "with the context (Acc_x,c)")]):
-        for algo, rows in runs.items():
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=algo)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    axes[1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, 1, 2, figsize=(11, 4), sharey=True) as (fig, axes):
+        for ax, (key, title) in zip(axes, [("eval/distilled/none", "without the context (Acc_x)"),
+                                           ("eval/distilled/system", "with the context (Acc_x,c)")]):
+            for algo, rows in runs.items():
+                pts = [(r["step"], r[key]) for r in rows if key in r]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", ms=3, label=algo)
+            ax.set_title(title)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("accuracy")
+        axes[1].legend()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,16 +12,11 @@ numbers, instead of half its actors waiting forever for resources.
 """
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
-from opcd.rollout.engine import engine_env, engine_kwargs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from opcd.engine import engine_env, engine_kwargs
+from opcd.hardware import describe
+from opcd.net import rendezvous_address
 
 
 @dataclass
@@ -31,13 +26,6 @@ class Actors:
     learners: list  # LearnerActor handles, rank order
     pids: dict  # actor name -> process id at start-up (written to actors.json; fault-injection tests use it)
     placement_group: object = None  # the Ray placement group holding every actor's bundle
-
-
-def _rendezvous() -> tuple[str, int]:
-    """(this node's IP, a free port on it): where learner rank 0 hosts torch.distributed's store."""
-    import ray
-
-    return ray.util.get_node_ip_address(), free_port()
 
 
 def _res(cpus: float, gpus: float) -> dict:
@@ -92,8 +80,12 @@ def reserve(cfg, bundles: list[dict]):
     return pg
 
 
-def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
-    """Reserve the placement group, create every actor in its bundle, wait until all are loaded."""
+def start_actors(cfg, teacher_path: str, batch_size: int, transfer=None) -> Actors:
+    """Reserve the placement group, create every actor in its bundle, wait until all are loaded.
+
+    ``transfer``: the run's ``opcd.transfer.TransferPlan`` (what the teacher ships); computed and
+    printed here when the caller did not make it at start-up.
+    """
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -102,6 +94,15 @@ def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
     from opcd.teacher.actor import TeacherActor
 
     r, t, lc = cfg.rollout, cfg.teacher, cfg.learner
+    # Each actor resolves model.dtype=auto on its own machine; this is the choice on the driver's.
+    print(describe(cfg.model.dtype, lc.precision, r.engine == "vllm_cuda", lc.device == "cuda"), flush=True)
+    if transfer is None:
+        from opcd.algorithms import algo_spec
+        from opcd.transfer import transfer_plan
+
+        transfer = transfer_plan(cfg, algo_spec(cfg.algo), teacher_path)
+        print(transfer.line, flush=True)
+    hidden = transfer.mode == "hidden"  # the learner needs its own copy of the teacher's LM head
     bundles, where = plan_bundles(cfg)
     pg = reserve(cfg, bundles)
     share = 0.5 if cfg.placement.colocate else 1.0  # colocated engine + learner rank split a GPU
@@ -122,14 +123,15 @@ def start_actors(cfg, teacher_path: str, batch_size: int) -> Actors:
     teacher = ray.remote(TeacherActor).options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env=tenv,
                                                **restart, **at(where["teacher"][0])).remote(
         teacher_path, cfg.model.dtype, lc.device, t.threads, t.micro_batch_size,
-        engine_kwargs(cfg.model, r, seed_offset=1000, threads=t.threads, top_k=cfg.algo.top_k))
+        engine_kwargs(cfg.model, r, seed_offset=1000, threads=t.threads, top_k=cfg.algo.top_k), transfer.mode)
     # Rank 0 hosts the torch.distributed rendezvous: its node's address (not localhost) on a cluster.
-    addr, port = ray.get(ray.remote(num_cpus=0)(_rendezvous).options(**at(where["learner"][0])).remote())
+    addr, port = ray.get(ray.remote(num_cpus=0)(rendezvous_address).options(**at(where["learner"][0])).remote())
     lenv = {"env_vars": {"DS_ACCELERATOR": "cpu"} if lc.device == "cpu" else {}}
     learners = [ray.remote(LearnerActor).options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus * share,
                                                  runtime_env=lenv, **at(b))
                 .remote(cfg.model.path, lc, cfg.algo, cfg.model.dtype, batch_size, rank, lc.num_ranks,
-                        addr, port, cfg.seed) for rank, b in enumerate(where["learner"])]
+                        addr, port, cfg.seed, teacher_path if hidden else None)
+                for rank, b in enumerate(where["learner"])]
     pids = ray.get([a.ping.remote() for a in [*workers, teacher, *learners]])
     names = [*(f"rollout_{i}" for i in range(len(workers))), "teacher", *(f"learner_{i}" for i in range(len(learners)))]
     return Actors(workers, teacher, learners, dict(zip(names, pids)), pg)

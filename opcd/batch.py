@@ -1,27 +1,37 @@
 """The data that flows between phases: rollout -> teacher score -> learner.
 
-Kept as plain lists/tensors so it crosses Ray's object store cheaply and stays testable.
+Kept as arrays/tensors so it crosses Ray's object store cheaply and stays testable.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
-def pad_3d(rows: list[list[list[float]]], T: int, k: int, fill: float, dtype) -> torch.Tensor:
-    """[B][t<=T][k'<=k] nested lists -> tensor [B, T, k] filled with ``fill`` where absent."""
+def pad_3d(rows, T: int, k: int, fill: float, dtype) -> torch.Tensor:
+    """Rows of [t <= T, k' <= k] arrays (or nested lists) -> tensor [B, T, k], ``fill`` where absent.
+
+    One slice copy per row (no per-token Python work): rollout top-k arrive as numpy arrays.
+    """
     out = torch.full((len(rows), T, k), fill, dtype=dtype)
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     for b, r in enumerate(rows):
-        for t, v in enumerate(r):
-            out[b, t, :len(v)] = torch.tensor(v, dtype=dtype)
+        a = np.asarray(r, np_dtype)
+        if a.size:
+            a = a.reshape(len(a), -1)[:T, :k]
+            out[b, :a.shape[0], :a.shape[1]] = torch.from_numpy(np.ascontiguousarray(a))
     return out
 
 
-def pad_2d(rows: list[list[float]], T: int, fill: float, dtype) -> torch.Tensor:
+def pad_2d(rows, T: int, fill: float, dtype) -> torch.Tensor:
+    """Rows of [t <= T] arrays or lists -> tensor [B, T], ``fill`` where absent."""
     out = torch.full((len(rows), T), fill, dtype=dtype)
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     for b, r in enumerate(rows):
-        out[b, :len(r)] = torch.tensor(r, dtype=dtype)
+        a = np.asarray(r, np_dtype).reshape(-1)[:T]
+        out[b, :len(a)] = torch.from_numpy(np.ascontiguousarray(a))
     return out
 
 
@@ -38,6 +48,7 @@ class LearnBatch:
     teacher_logprobs: torch.Tensor  # [B, T, k] teacher log-probs (nats) at support_ids, at algo temperature
     behaviour_logprobs: torch.Tensor  # [B, T] sampling policy's log-prob of each response token
     teacher_token_logprobs: torch.Tensor  # [B, T] teacher log-prob of each response token
+    teacher_hidden: torch.Tensor | None = None  # [B, T, d] teacher final hidden states (algo.teacher_transfer=hidden), else None
 
     def __len__(self) -> int:
         return len(self.student_seqs)
@@ -48,7 +59,8 @@ class LearnBatch:
         return LearnBatch(self.student_seqs[i:j], self.context_seqs[i:j], self.resp_lens[i:j],
                           self.response_ids[i:j, :T], self.mask[i:j, :T], self.support_ids[i:j, :T],
                           self.teacher_logprobs[i:j, :T], self.behaviour_logprobs[i:j, :T],
-                          self.teacher_token_logprobs[i:j, :T])
+                          self.teacher_token_logprobs[i:j, :T],
+                          None if self.teacher_hidden is None else self.teacher_hidden[i:j, :T])
 
 
 def response_mask(samples, T: int) -> torch.Tensor:
@@ -79,4 +91,5 @@ def build_learn_batch(samples, student_prompts: list[list[int]], context_prompts
         teacher_logprobs=scores["logprobs"],
         behaviour_logprobs=pad_2d([s.logprobs for s in samples], T, 0.0, torch.float32),
         teacher_token_logprobs=scores["token_logprobs"],
+        teacher_hidden=scores.get("hidden"),
     )

@@ -11,13 +11,17 @@ into a single buffer, turns that buffer *in place* into its gradient, row block 
 temporaries are ``row_block x V``), and multiplies it into ``d hidden`` and ``d head``. Peak extra
 memory is one chunk's logits plus small row-block temporaries, whatever ``T`` is
 (``benchmarks/bench_loss.py`` measures it).
+
+:func:`chunked_reverse_kl_from_hidden` does the same with the teacher given by its final hidden
+states and LM head (what ``algo.teacher_transfer=hidden`` ships instead of ``[B, T, V]`` log-probs):
+the teacher's chunk of log-probs is formed next to the student's, so two chunk buffers are alive.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from opcd.losses import Metrics, TeacherRows, _check_mode, _check_temperature, _float, _valid, aggregate
+from opcd.loss_utils import Metrics, TeacherRows, aggregate, check_mode, check_temperature, to_float, valid_mask
 
 ROW_BLOCK = 32  # rows per in-place step inside a chunk: temporaries are ROW_BLOCK x V
 
@@ -36,7 +40,8 @@ def _chunk_logprobs(h: Tensor, head: Tensor, temperature: float) -> Tensor:
     chunk would allocate chunk-sized temporaries.
     """
     dtype = torch.promote_types(h.dtype, torch.float32)
-    z = h.to(dtype) @ head.to(dtype).t()
+    with torch.autocast(h.device.type, enabled=False):  # an enclosing autocast would round z to bf16
+        z = h.to(dtype) @ head.to(dtype).t()
     if temperature != 1.0:
         z.div_(temperature)
     for i in range(0, z.shape[0], ROW_BLOCK):
@@ -66,6 +71,33 @@ def _chunk_grad_(lp: Tensor, rows: Tensor, teacher: TeacherRows, grad_kl: Tensor
     return lp
 
 
+class _HiddenTeacher:
+    """Teacher log-probs formed from its final hidden states: ``log_softmax(h_t @ W_t.T / tau)``.
+
+    Called with flat rows it returns their ``[n, V]`` log-probs (the ``TeacherRows`` protocol);
+    :class:`_ChunkedReverseKL` instead asks for a whole chunk at once (:func:`_chunk_teacher`), so the
+    teacher's head is read once per chunk, not once per row block.
+    """
+
+    def __init__(self, hidden: Tensor, head: Tensor, temperature: float):
+        self.hidden, self.head, self.temperature = hidden.detach(), head.detach(), temperature  # [N, d], [V, d]
+
+    def __call__(self, rows: Tensor) -> Tensor:
+        with torch.no_grad():
+            return _chunk_logprobs(self.hidden.index_select(0, rows.to(self.hidden.device)), self.head,
+                                   self.temperature)
+
+
+def _chunk_teacher(teacher: TeacherRows, rows: Tensor) -> tuple[TeacherRows, Tensor]:
+    """(teacher, rows) for one chunk's row blocks: a hidden-state teacher forms the chunk's ``[n, V]``
+    log-probs once (one matmul per chunk, like the student's); its row blocks are then views of that
+    buffer (local rows ``0..n-1`` are contiguous), not copies."""
+    if isinstance(teacher, _HiddenTeacher):
+        chunk = teacher(rows)
+        return (lambda r: chunk[int(r[0]):int(r[0]) + r.numel()]), torch.arange(rows.numel(), device=rows.device)
+    return teacher, rows
+
+
 class _ChunkedReverseKL(torch.autograd.Function):
     """Per-row ``KL(p_s || p_t)``: ``forward(h [N,H], head [V,H], rows [N], teacher, tau, chunk) -> [N]``.
 
@@ -76,8 +108,11 @@ class _ChunkedReverseKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, head, rows, teacher, temperature, chunk_size):
-        kl = [_chunk_kl(_chunk_logprobs(h[c:c + chunk_size], head, temperature), rows[c:c + chunk_size], teacher)
-              for c in range(0, h.shape[0], chunk_size)]
+        kl = []
+        for c in range(0, h.shape[0], chunk_size):
+            t, local = _chunk_teacher(teacher, rows[c:c + chunk_size])
+            kl.append(_chunk_kl(_chunk_logprobs(h[c:c + chunk_size], head, temperature), local, t))
+            del t  # a hidden-state teacher's [n, V] chunk: freed before the next one is built
         ctx.save_for_backward(h, head, rows)
         ctx.teacher, ctx.temperature, ctx.chunk_size = teacher, temperature, chunk_size
         return torch.cat(kl) if kl else h.new_zeros(0, dtype=torch.promote_types(h.dtype, torch.float32))
@@ -92,8 +127,10 @@ class _ChunkedReverseKL(torch.autograd.Function):
         head_w = head.to(wide)
         for c in range(0, h.shape[0], n):
             hc = h[c:c + n].to(wide)
-            g = _chunk_grad_(_chunk_logprobs(hc, head, ctx.temperature), rows[c:c + n], ctx.teacher,
-                             grad_kl[c:c + n], ctx.temperature)
+            teacher, local = _chunk_teacher(ctx.teacher, rows[c:c + n])
+            g = _chunk_grad_(_chunk_logprobs(hc, head, ctx.temperature), local, teacher, grad_kl[c:c + n],
+                             ctx.temperature)
+            del teacher  # a hidden-state teacher's [n, V] chunk: freed before the next one is built
             if grad_h is not None:
                 torch.mm(g, head_w, out=grad_h[c:c + n])
             if grad_head is not None:
@@ -127,13 +164,13 @@ def chunked_full_reverse_kl(student_hidden: Tensor, student_head: Tensor,
 
     Returns nats/token aggregated by ``aggregation``; metric ``"kl"``.
     """
-    _check_mode(aggregation)
-    _check_temperature(temperature)
+    check_mode(aggregation)
+    check_temperature(temperature)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     B, T, H = student_hidden.shape
     n_rows = B * T
-    rows = _valid(mask).reshape(-1).nonzero().squeeze(1)
+    rows = valid_mask(mask).reshape(-1).nonzero().squeeze(1)
     flat_hidden = student_hidden.reshape(n_rows, H)
     need_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head.requires_grad)
     # [n, H] masked-in rows (no copy when every row is in), saved for the backward
@@ -146,4 +183,46 @@ def chunked_full_reverse_kl(student_hidden: Tensor, student_head: Tensor,
         # Keep the graph connected for an all-masked batch (backward must still work).
         per_token = per_token + 0.0 * (student_hidden.sum() + student_head.sum())
     loss = aggregate(per_token, mask, aggregation)
-    return loss, {"kl": _float(loss)}
+    return loss, {"kl": to_float(loss)}
+
+
+def chunked_reverse_kl_from_hidden(student_hidden: Tensor, student_head: Tensor, teacher_hidden: Tensor,
+                                   teacher_head: Tensor, mask: Tensor, temperature: float = 1.0,
+                                   chunk_size: int = 1024,
+                                   aggregation: str = "token_mean") -> tuple[Tensor, Metrics]:
+    """``chunked_full_reverse_kl`` with the teacher given by its final hidden states and LM head.
+
+    The teacher's log-probs ``log_softmax(teacher_hidden @ teacher_head.T / tau)`` are formed chunk
+    by chunk inside the loss, next to the student's (and again in the backward), so neither side's
+    ``[B*T, V]`` is ever held: peak extra memory is two ``[chunk_size, V]`` buffers whatever ``T`` is.
+    Same value and gradients as ``full_reverse_kl(student logits, teacher logits)``; no gradient
+    reaches the teacher.
+
+    Args:
+        student_hidden: [B, T, H] student final hidden states (after the final norm), grad flows.
+        student_head: [V, H] student LM-head weight, grad flows.
+        teacher_hidden: [B, T, d] teacher final hidden states (the input of its LM head), any float
+            dtype (bf16 is upcast per chunk); rows at masked positions are never read.
+        teacher_head: [V, d] teacher LM-head weight (frozen; fp32 avoids a per-chunk upcast).
+        mask, temperature (both sides), chunk_size, aggregation: as ``chunked_full_reverse_kl``.
+    """
+    B, T, _ = student_hidden.shape
+    V, d = teacher_head.shape
+    if teacher_hidden.shape != (B, T, d):
+        raise ValueError(f"teacher hidden states {tuple(teacher_hidden.shape)} do not fit the student's [B, T] = "
+                         f"[{B}, {T}] and the teacher head's width d={d} (teacher_head {tuple(teacher_head.shape)})")
+    if V != student_head.shape[0]:
+        raise ValueError(f"teacher head has {V} vocabulary rows, the student's {student_head.shape[0]}: "
+                         "a full-vocabulary KL needs one vocabulary")
+    teacher = _HiddenTeacher(teacher_hidden.reshape(B * T, d), teacher_head, temperature)
+    return chunked_full_reverse_kl(student_hidden, student_head, teacher, mask, temperature=temperature,
+                                   chunk_size=chunk_size, aggregation=aggregation)
+
+
+def teacher_logprobs_from_hidden(teacher_hidden: Tensor, teacher_head: Tensor, temperature: float = 1.0) -> Tensor:
+    """The teacher's full log-probs ``[B, T, V]`` (fp32, no grad) from its hidden states ``[B, T, d]``
+    and head ``[V, d]``, at ``temperature``: for losses that hold ``[B, T, V]`` anyway (``jsd``)."""
+    check_temperature(temperature)
+    with torch.no_grad(), torch.autocast(teacher_hidden.device.type, enabled=False):  # fp32, even under autocast
+        z = teacher_hidden.to(torch.float32) @ teacher_head.to(torch.float32).t()
+        return torch.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)

@@ -22,46 +22,125 @@ class ModelConfig:
     path: str = "${opcd_asset:toy-model}"  # student: HF model directory (or hub id when online)
     teacher_path: Optional[str] = None  # teacher model; null = frozen copy of the initial student
     max_model_len: int = 256  # longest context+prompt+response in tokens, for every engine
-    dtype: str = "float32"  # float32 | bfloat16 (engines and learner weights); fp32 is fastest on AVX2 CPUs
+    dtype: str = "auto"  # auto | float32 | bfloat16: auto = per phase from the hardware it runs on (opcd/hardware.py)
+    hub: bool = False  # path / teacher_path may be a Hugging Face hub id (org/name), downloaded when not a local directory
 
 
 @dataclass
 class TaskConfig:
-    name: str = "toy_rules"  # task in opcd.tasks: toy_rules | jsonl | sysprompt | math | medical_qa | safety | fewshot | frozenlake | sokoban
-    distill_rules: List[str] = field(default_factory=lambda: ["reverse"])  # toy world: rules whose context is distilled
-    context_kind: str = "system"  # toy world: context given to the teacher (system | demos)
-    k_demos: int = 4  # toy world: demonstrations per context when context_kind=demos
-    train_size: int = 4096  # toy world: training prompts generated per distilled rule
-    retain_ratio: float = 0.0  # toy world: retain prompts (other rules, context shown to the student too) per distilled prompt
-    eval_n_per_rule: int = 64  # test prompts per rule and context kind in periodic evaluation
-    train_file: Optional[str] = None  # jsonl task: path of the training records (prompt, context, answer)
-    eval_file: Optional[str] = None  # jsonl task: path of the evaluation records
+    """The fields every task has. Each task's own fields are in its subclass below (``TASK_SCHEMAS``), and
+    conf/task/<name>.yaml starts from that schema (``<name>_schema``), so a field of another task fails at
+    start-up instead of being ignored."""
+    name: str = MISSING  # task loader in opcd.tasks.TASKS: toy_rules | jsonl | sysprompt | math | medical_qa | safety | fewshot | frozenlake | sokoban
     too_long: str = "refuse"  # records whose context+prompt exceed max_model_len: refuse | skip
-    seed: int = 0  # data generation / shuffling seed
-    distill_prompt: str = "french"  # sysprompt task: system prompt distilled (opcd.tasks.sysprompt.SYSTEM_PROMPTS key)
-    other_prompts: List[str] = field(default_factory=lambda: ["spanish", "cat"])  # sysprompt task: prompts still given, checked for harm
-    dataset: Optional[str] = None  # math/medical_qa/safety/fewshot: Hugging Face dataset name (needs network; train_file/eval_file win)
-    dataset_config: Optional[str] = None  # Hugging Face dataset configuration, e.g. main (openai/gsm8k) or rte (nyu-mll/glue)
-    train_split: str = "train"  # Hugging Face split read for the training records
-    eval_split: str = "test"  # Hugging Face split read for the evaluation records ("" = no evaluation)
-    context: str = ""  # math: experience text; medical_qa/safety: system prompt ("" = none / the shipped prompt)
-    context_file: Optional[str] = None  # math/medical_qa/safety: text file holding the context (wins over task.context)
-    question_column: str = ""  # math/medical_qa/safety: question column ("" = task default; a.b reaches nested fields)
-    answer_column: str = ""  # math/medical_qa/safety/fewshot: reference answer or label column ("" = task default)
-    option_columns: List[str] = field(default_factory=list)  # medical_qa: one column per option, or one list/dict column
-    instruction: str = ""  # math: text appended to every question (e.g. the \boxed{} request)
-    template: str = ""  # fewshot: query text with {column} placeholders ("" = premise/hypothesis default)
-    label_words: List[str] = field(default_factory=list)  # fewshot: words for label 0, 1, ... ([] = entailment, not_entailment)
-    n_shots: int = 4  # fewshot: demonstrations per context, sampled (seeded) from the training rows
-    demos_fixed: bool = False  # fewshot: one demonstration set for every record (true) or a fresh sample per record
-    game_size: int = 4  # frozenlake/sokoban: board side in cells (sokoban counts its wall border)
-    max_turns: int = 8  # frozenlake/sokoban: student moves per episode before it is cut off
+    seed: int = 0  # data generation / shuffling / demonstration sampling seed
     experience_file: Optional[str] = None  # text file (python -m opcd.experience) used as the context of every non-retain record; null = the task's own contexts
 
 
 @dataclass
+class ToyRulesTaskConfig(TaskConfig):
+    """task=toy_rules: the synthetic rule world (opcd.tasks.toy_world)."""
+    name: str = "toy_rules"  # task loader
+    distill_rules: List[str] = field(default_factory=lambda: ["reverse"])  # rules whose context is distilled
+    context_kind: str = "system"  # context given to the teacher: system (the rule's description) | demos
+    k_demos: int = 4  # demonstrations per context when context_kind=demos
+    train_size: int = 4096  # training prompts generated per distilled rule
+    retain_ratio: float = 0.0  # retain prompts (other rules, context shown to the student too) per distilled prompt
+    eval_n_per_rule: int = 64  # test prompts per rule and context kind in periodic evaluation
+
+
+@dataclass
+class JsonlTaskConfig(TaskConfig):
+    """task=jsonl: your own records (prompt, context, answer), one JSON object per line."""
+    name: str = "jsonl"  # task loader
+    train_file: Optional[str] = None  # path of the training records
+    eval_file: Optional[str] = None  # path of the evaluation records (each scored with and without its context)
+
+
+@dataclass
+class SyspromptTaskConfig(TaskConfig):
+    """task=sysprompt: system-prompt distillation on a real instruct model (opcd.tasks.sysprompt)."""
+    name: str = "sysprompt"  # task loader
+    distill_prompt: str = "french"  # system prompt distilled (opcd.tasks.sysprompt.SYSTEM_PROMPTS key)
+    other_prompts: List[str] = field(default_factory=lambda: ["spanish", "cat"])  # prompts still given, checked for harm
+    train_size: int = 4096  # training prompts (at most 200 exist; 0 = all)
+    retain_ratio: float = 0.0  # retain records (another system prompt, shown to the student too) per distilled record
+    eval_n_per_rule: int = 64  # held-out prompts per system prompt and condition in periodic evaluation
+
+
+@dataclass
+class TableTaskConfig(TaskConfig):
+    """Rows from local JSONL / Parquet files or a Hugging Face dataset (opcd.tasks.tables); the base of
+    math, medical_qa, safety and fewshot."""
+    train_file: Optional[str] = None  # local training rows (.jsonl or .parquet); wins over dataset
+    eval_file: Optional[str] = None  # local evaluation rows (.jsonl or .parquet); wins over dataset
+    dataset: Optional[str] = None  # Hugging Face dataset name (needs network)
+    dataset_config: Optional[str] = None  # Hugging Face dataset configuration, e.g. main (openai/gsm8k) or rte (nyu-mll/glue)
+    train_split: str = "train"  # Hugging Face split read for the training records
+    eval_split: str = "test"  # Hugging Face split read for the evaluation records ("" = no evaluation)
+    answer_column: str = ""  # reference answer or label column ("" = the task's default)
+    train_size: int = 4096  # training rows used (0 = all)
+    eval_n_per_rule: int = 64  # evaluation rows, each scored with and without the context (0 = all)
+
+
+@dataclass
+class MathTaskConfig(TableTaskConfig):
+    """task=math: GSM8K / DAPO-Math rows with experience as the context (opcd.tasks.math)."""
+    name: str = "math"  # task loader
+    question_column: str = ""  # question column ("" = question; a.b reaches nested fields)
+    instruction: str = ""  # text appended to every question (e.g. the \boxed{} request)
+    context: str = ""  # experience text the teacher sees ("" = none)
+    context_file: Optional[str] = None  # text file holding the experience (wins over task.context)
+
+
+@dataclass
+class QATaskConfig(TableTaskConfig):
+    """task=safety (and the base of medical_qa): labelled questions with a system prompt as the context
+    (opcd.tasks.sysprompt_qa)."""
+    question_column: str = ""  # question / message column ("" = the task's default; a.b reaches nested fields)
+    context: str = ""  # system prompt ("" = the shipped opcd/tasks/prompts/<task>.txt)
+    context_file: Optional[str] = None  # text file holding the system prompt (wins over task.context)
+
+
+@dataclass
+class MedicalQATaskConfig(QATaskConfig):
+    """task=medical_qa: multiple-choice questions (MedQA / MedMCQA style)."""
+    name: str = "medical_qa"  # task loader
+    option_columns: List[str] = field(default_factory=list)  # one column per option, or one list/dict column ([] = options)
+
+
+@dataclass
+class FewshotTaskConfig(TableTaskConfig):
+    """task=fewshot: NLI / paraphrase classification with k demonstrations as the context (opcd.tasks.fewshot)."""
+    name: str = "fewshot"  # task loader
+    template: str = ""  # query text with {column} placeholders ("" = premise/hypothesis default)
+    label_words: List[str] = field(default_factory=list)  # words for label 0, 1, ... ([] = entailment, not_entailment)
+    n_shots: int = 4  # demonstrations per context, sampled (seeded) from the training rows
+    demos_fixed: bool = False  # one demonstration set for every record (true) or a fresh sample per record
+
+
+@dataclass
+class GameTaskConfig(TaskConfig):
+    """task=frozenlake | sokoban: multi-turn text games with experience as the context (opcd.tasks.games)."""
+    game_size: int = 4  # board side in cells (sokoban counts its wall border)
+    max_turns: int = 8  # student moves per episode before it is cut off
+    train_size: int = 4096  # training levels (seeded, distinct)
+    eval_n_per_rule: int = 64  # test levels (disjoint from training), each played with and without the experience
+    context: str = ""  # experience text the teacher sees ("" = the shipped opcd/tasks/prompts/<game>.txt)
+    context_file: Optional[str] = None  # text file holding the experience (wins over task.context)
+
+
+# Task name -> its config schema; registered as task/<name>_schema, the first default of conf/task/<name>.yaml.
+TASK_SCHEMAS = {"toy_rules": ToyRulesTaskConfig, "jsonl": JsonlTaskConfig, "sysprompt": SyspromptTaskConfig,
+                "math": MathTaskConfig, "medical_qa": MedicalQATaskConfig, "safety": QATaskConfig,
+                "fewshot": FewshotTaskConfig, "frozenlake": GameTaskConfig, "sokoban": GameTaskConfig}
+
+
+@dataclass
 class AlgoConfig:
-    name: str = "opcd"  # opcd | opcd_nca | offpolicy_cd | gkd | sft | icl (who samples, which loss; icl: no training)
+    name: str = "opcd"  # label of the method (opcd | opcd_nca | offpolicy_cd | gkd | sft | icl); its meaning is in the fields below
+    sampler: str = "student"  # who answers a step's prompts: student (no context) | teacher (with it) | mix (student with probability gkd_lambda)
+    trains: bool = True  # false: the model with its context is only evaluated (icl); steps are ignored
     loss: str = "topk_reverse_kl"  # topk_reverse_kl | full_reverse_kl | sampled_reverse_kl | forward_kl | jsd | nll
     top_k: int = 16  # top-k support of the per-token KL (student top-k for reverse KL, teacher's for forward)
     renormalize_topk: bool = False  # renormalise both distributions over the top-k before the KL
@@ -71,6 +150,7 @@ class AlgoConfig:
     jsd_beta: float = 0.5  # GKD generalised-JSD interpolation (0 = forward KL, 1 = reverse KL)
     gkd_lambda: float = 1.0  # GKD on-policy fraction: share of prompts answered by the student
     aggregation: str = "token_mean"  # token_mean | seq_mean loss reduction
+    teacher_transfer: str = "auto"  # what the teacher ships for full-vocabulary losses: auto (fewer bytes per token) | logprobs ([B,T,V] float32) | hidden ([B,T,d] hidden states; the learner applies a frozen copy of the teacher's LM head)
     lr: float = 1e-3  # learning rate (constant after warm-up)
     warmup_steps: int = 0  # linear warm-up steps
     weight_decay: float = 0.0  # AdamW weight decay
@@ -102,6 +182,7 @@ class TeacherConfig:
     num_gpus: float = 0.0  # Ray GPUs for the teacher actor
     threads: int = 2  # torch threads of the teacher's forward pass on CPU
     micro_batch_size: int = 64  # sequences per teacher forward pass
+    max_transfer_mb: float = 512.0  # refuse at start-up a run whose teacher would ship more [B,T,V] log-probs per step than this (MiB)
 
 
 @dataclass
@@ -114,7 +195,7 @@ class LearnerConfig:
     threads: int = 2  # torch threads per learner rank on CPU
     zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
     offload: bool = False  # ZeRO optimizer offload to CPU (stage >= 1)
-    precision: str = "fp32"  # fp32 | bf16 (fp16 is unsupported on CPU)
+    precision: str = "auto"  # auto (follows model.dtype: bf16 = autocast on CPU, DeepSpeed bf16 on GPU) | fp32 | bf16
     micro_batch_size: int = 32  # sequences per forward/backward
     optimizer: str = "AdamW"  # DeepSpeed optimizer type (AdamW | Adam | SGD ...); Adam* use torch's implementation
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam betas
@@ -149,7 +230,7 @@ class LoggerConfig:
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # student / teacher models
-    task: TaskConfig = field(default_factory=TaskConfig)  # data and verifier
+    task: TaskConfig = field(default_factory=TaskConfig)  # data and verifier: the task/ option's own schema (TASK_SCHEMAS)
     algo: AlgoConfig = field(default_factory=AlgoConfig)  # method and loss
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # student sampling engines
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # teacher actor resources
@@ -167,7 +248,8 @@ class TrainConfig:
     seed: int = 0  # global seed (torch, data order)
     output_dir: str = "${hydra:runtime.output_dir}"  # where checkpoints, metrics and eval tables go
     ray_address: Optional[str] = None  # attach to a running Ray cluster; null = start a local one
-    resume: str = "none"  # none | auto (newest complete checkpoint in output_dir, if any) | a checkpoint dir
+    resume: str = "none"  # none | auto (newest intact checkpoint in output_dir, if any) | a checkpoint dir
+    overwrite: bool = False  # start a new run in an output_dir that holds one: the old run is moved to previous-<time>/ (never deleted)
     actor_timeout_s: float = 600.0  # a remote call slower than this counts as a hung actor (killed, restarted)
     max_actor_failures: int = 3  # rollout/teacher actor faults tolerated per run before stopping with an error
 
@@ -176,7 +258,7 @@ class TrainConfig:
 class ExperienceConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the model that solves, writes the experience and is validated with it
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # engine and solving samples (temperature, top_p, max_tokens)
-    task: TaskConfig = field(default_factory=TaskConfig)  # training problems: toy_rules (one distilled rule) | jsonl | math (train_file)
+    task: TaskConfig = field(default_factory=TaskConfig)  # training problems, a task/ option: toy_rules (one distilled rule) | jsonl | math (train_file)
     extractor: str = "demos"  # demos: correct traces become "input -> output" lines | llm: the model writes items from the extraction prompt
     use_context: bool = True  # solve problems with their given context (toy world: the rule's system prompt)
     n_problems: int = 16  # training problems solved per candidate (candidates get disjoint subsets)
@@ -212,10 +294,14 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="experience_schema", node=ExperienceConfig)
-    for group, node in [("model", ModelConfig), ("task", TaskConfig), ("algo", AlgoConfig),
+    for group, node in [("model", ModelConfig), ("algo", AlgoConfig),
                         ("rollout", RolloutConfig), ("learner", LearnerConfig), ("logger", LoggerConfig)]:
         cs.store(group=group, name=f"{group}_schema", node=node)
+    for name, node in TASK_SCHEMAS.items():  # each conf/task/<name>.yaml extends its own schema
+        cs.store(group="task", name=f"{name}_schema", node=node)
 
 
-__all__ = ["ModelConfig", "TaskConfig", "AlgoConfig", "RolloutConfig", "TeacherConfig", "LearnerConfig",
+__all__ = ["ModelConfig", "TaskConfig", "ToyRulesTaskConfig", "JsonlTaskConfig", "SyspromptTaskConfig", "TableTaskConfig",
+           "MathTaskConfig", "QATaskConfig", "MedicalQATaskConfig", "FewshotTaskConfig", "GameTaskConfig", "TASK_SCHEMAS",
+           "AlgoConfig", "RolloutConfig", "TeacherConfig", "LearnerConfig",
            "PlacementConfig", "SyncConfig", "LoggerConfig", "TrainConfig", "EvalConfig", "register_configs", "MISSING"]

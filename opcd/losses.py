@@ -20,91 +20,21 @@ Conventions shared by every function:
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from opcd.chunked_kl import chunked_full_reverse_kl  # memory-flat full KL (custom autograd); part of this API
+from opcd.chunked_kl import chunked_reverse_kl_from_hidden, teacher_logprobs_from_hidden  # teacher as hidden states
+from opcd.loss_utils import (AGGREGATIONS, Metrics, aggregate, check_mode, check_temperature, clean, scaled, to_float,
+                             upcast, valid_mask)
+
 __all__ = [
     "AGGREGATIONS", "aggregate", "topk_reverse_kl", "full_reverse_kl", "chunked_full_reverse_kl",
+    "chunked_reverse_kl_from_hidden", "teacher_logprobs_from_hidden",
     "sampled_reverse_kl", "forward_kl", "generalized_jsd", "nll", "consistency_regularizer",
 ]
-
-AGGREGATIONS = ("token_mean", "seq_mean")
-Metrics = dict[str, float]
-TeacherRows = Union[Tensor, Callable[[Tensor], Tensor]]
-
-
-# --------------------------------------------------------------------------- helpers
-def _check_mode(mode: str) -> None:
-    if mode not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {mode!r}; expected one of {AGGREGATIONS}")
-
-
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-
-
-def _upcast(x: Tensor) -> Tensor:
-    # log_softmax over a large vocab in bf16 loses ~3 significant digits; fp32 is the usual floor.
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _scaled(logits: Tensor, temperature: float) -> Tensor:
-    logits = _upcast(logits)
-    # Skip the division at tau == 1: it would allocate another [B, T, V] tensor for nothing.
-    return logits if temperature == 1.0 else logits / temperature
-
-
-def _valid(mask: Tensor) -> Tensor:
-    return mask.bool() if mask.dtype == torch.bool else mask != 0
-
-
-def _clean(x: Tensor, valid: Tensor, fill) -> Tensor:
-    """Replace masked positions (``valid`` broadcast over trailing dims) by ``fill``.
-
-    Done on the *inputs*, not only on the per-token output: ``0 * inf`` is NaN, and a NaN created
-    at a padded position would also poison the backward pass even if the output is masked.
-    """
-    while valid.dim() < x.dim():
-        valid = valid.unsqueeze(-1)
-    return torch.where(valid, x, fill)
-
-
-def _nonzero(x: Tensor) -> Tensor:
-    # Denominator guard: an empty mask gives 0 / 1 = 0 instead of NaN (and a NaN-free backward).
-    return torch.where(x != 0, x, torch.ones_like(x))
-
-
-def _float(x: Tensor) -> float:
-    return float(x.detach())
-
-
-def aggregate(per_token: Tensor, mask: Tensor, mode: str = "token_mean") -> Tensor:
-    """Reduce a ``[B, T]`` per-token quantity to a 0-dim tensor.
-
-    * ``token_mean``: ``sum(per_token * mask) / sum(mask)`` -- every real token weighs the same.
-    * ``seq_mean``: mean, over sequences with at least one real token, of
-      ``sum_t(per_token * mask) / sum_t(mask)`` -- every sequence weighs the same.
-
-    Masked positions are selected away (``torch.where``), not multiplied by 0, so NaN/inf there
-    cannot leak. An all-zero mask gives ``0`` (connected to the graph) rather than ``0/0 = NaN``.
-    Raises ``ValueError`` for an unknown ``mode``.
-    """
-    _check_mode(mode)
-    if per_token.shape != mask.shape:
-        raise ValueError(f"per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} differ")
-    valid = _valid(mask)
-    w = mask.to(per_token.dtype)  # 1 on real tokens; other nonzero values act as token weights
-    summed = torch.where(valid, per_token * w, torch.zeros_like(per_token))
-    if mode == "token_mean":
-        return summed.sum() / _nonzero(w.sum())
-    has_tokens = valid.any(-1).to(per_token.dtype)
-    per_seq = summed.sum(-1) / _nonzero(w.sum(-1))
-    return (per_seq * has_tokens).sum() / has_tokens.sum().clamp_min(1)
-
 
 # --------------------------------------------------------------------------- OPCD (top-k)
 def topk_reverse_kl(student_logits: Tensor, topk_ids: Tensor, teacher_topk_logprobs: Tensor,
@@ -125,12 +55,12 @@ def topk_reverse_kl(student_logits: Tensor, topk_ids: Tensor, teacher_topk_logpr
     by the teacher over its full vocab *already at temperature tau*; tau is therefore applied to the
     student only. Returns nats/token aggregated by ``aggregation``; metric ``"kl"``.
     """
-    _check_mode(aggregation)
-    _check_temperature(temperature)
-    valid = _valid(mask)
-    ids = _clean(topk_ids, valid, 0)  # pad ids such as -100 would make gather fail
-    t_lp = _clean(_upcast(teacher_topk_logprobs.detach()), valid, 0.0)
-    z = _scaled(student_logits, temperature)
+    check_mode(aggregation)
+    check_temperature(temperature)
+    valid = valid_mask(mask)
+    ids = clean(topk_ids, valid, 0)  # pad ids such as -100 would make gather fail
+    t_lp = clean(upcast(teacher_topk_logprobs.detach()), valid, 0.0)
+    z = scaled(student_logits, temperature)
     s_lp = z.gather(-1, ids)
     if renormalize:
         # The full-vocab normaliser cancels after renormalising over S, so skip the [B,T,V] logsumexp.
@@ -141,7 +71,7 @@ def topk_reverse_kl(student_logits: Tensor, topk_ids: Tensor, teacher_topk_logpr
         s_lp = s_lp - z.logsumexp(-1, keepdim=True)
     per_token = (s_lp.exp() * (s_lp - t_lp)).sum(-1)
     loss = aggregate(per_token, mask, aggregation)
-    return loss, {"kl": _float(loss)}
+    return loss, {"kl": to_float(loss)}
 
 
 # --------------------------------------------------------------------------- full-vocab reverse KL
@@ -156,12 +86,12 @@ def full_reverse_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor
     with ``p = softmax(logits / tau)`` on both sides. ``student_logits``, ``teacher_logits``: [B,T,V]
     (teacher detached). Returns nats/token aggregated by ``aggregation``; metric ``"kl"``.
     """
-    _check_mode(aggregation)
-    _check_temperature(temperature)
-    s_lp = F.log_softmax(_scaled(student_logits, temperature), dim=-1)
-    t_lp = F.log_softmax(_scaled(teacher_logits.detach(), temperature), dim=-1)
+    check_mode(aggregation)
+    check_temperature(temperature)
+    s_lp = F.log_softmax(scaled(student_logits, temperature), dim=-1)
+    t_lp = F.log_softmax(scaled(teacher_logits.detach(), temperature), dim=-1)
     loss = aggregate(_row_reverse_kl(s_lp, t_lp), mask, aggregation)
-    return loss, {"kl": _float(loss)}
+    return loss, {"kl": to_float(loss)}
 
 
 # --------------------------------------------------------------------------- sampled-token reverse KL
@@ -189,14 +119,14 @@ def sampled_reverse_kl(student_logprobs: Tensor, behaviour_logprobs: Tensor,
     estimate of the reverse KL), ``"ratio"`` mean of the unclipped ``rho``, ``"clip_frac"`` share of
     tokens with ``rho > clip_ratio``.
     """
-    _check_mode(aggregation)
+    check_mode(aggregation)
     if clip_ratio is not None and not clip_ratio > 0:
         raise ValueError(f"clip_ratio must be > 0 or None, got {clip_ratio!r}")
-    valid = _valid(mask)
-    lp_s = _upcast(student_logprobs)
+    valid = valid_mask(mask)
+    lp_s = upcast(student_logprobs)
     # At padded positions pretend behaviour == teacher == student: rho = 1, zero advantage, no NaN.
-    lp_b = _clean(_upcast(behaviour_logprobs.detach()), valid, lp_s.detach())
-    lp_t = _clean(_upcast(teacher_logprobs.detach()), valid, lp_s.detach())
+    lp_b = clean(upcast(behaviour_logprobs.detach()), valid, lp_s.detach())
+    lp_t = clean(upcast(teacher_logprobs.detach()), valid, lp_s.detach())
     log_rho = lp_s - lp_b
     if clip_ratio is not None:
         # Clip in log space (exp never overflows); the subtracted excess is a constant, so the
@@ -210,9 +140,9 @@ def sampled_reverse_kl(student_logprobs: Tensor, behaviour_logprobs: Tensor,
     loss = aggregate(rho_c * diff, mask, aggregation)
     with torch.no_grad():
         clipped = (log_rho_c < log_rho).to(diff.dtype)
-        metrics = {"kl": _float(aggregate(diff, mask, aggregation)),
-                   "ratio": _float(aggregate(log_rho.exp(), mask, aggregation)),
-                   "clip_frac": _float(aggregate(clipped, mask, aggregation))}
+        metrics = {"kl": to_float(aggregate(diff, mask, aggregation)),
+                   "ratio": to_float(aggregate(log_rho.exp(), mask, aggregation)),
+                   "clip_frac": to_float(aggregate(clipped, mask, aggregation))}
     return loss, metrics
 
 
@@ -232,20 +162,20 @@ def forward_kl(student_logits: Tensor, teacher_topk_ids: Tensor, teacher_topk_lo
     Shapes: ``student_logits`` [B,T,V], ``teacher_topk_ids`` [B,T,k] long,
     ``teacher_topk_logprobs`` [B,T,k]. Returns nats/token; metric ``"kl"``.
     """
-    _check_mode(aggregation)
-    _check_temperature(temperature)
-    valid = _valid(mask)
-    ids = _clean(teacher_topk_ids, valid, 0)
-    t_lp = _clean(_upcast(teacher_topk_logprobs.detach()), valid, 0.0)
+    check_mode(aggregation)
+    check_temperature(temperature)
+    valid = valid_mask(mask)
+    ids = clean(teacher_topk_ids, valid, 0)
+    t_lp = clean(upcast(teacher_topk_logprobs.detach()), valid, 0.0)
     if renormalize:
         t_lp = t_lp - t_lp.logsumexp(-1, keepdim=True)
-    z = _scaled(student_logits, temperature)
+    z = scaled(student_logits, temperature)
     s_lp = z.gather(-1, ids) - z.logsumexp(-1, keepdim=True)
     live = torch.isfinite(t_lp)
     t_safe = torch.where(live, t_lp, torch.zeros_like(t_lp))
     terms = torch.where(live, t_safe.exp() * (t_safe - s_lp), torch.zeros_like(s_lp))
     loss = aggregate(terms.sum(-1), mask, aggregation)
-    return loss, {"kl": _float(loss)}
+    return loss, {"kl": to_float(loss)}
 
 
 def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor,
@@ -265,12 +195,12 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor
     tokens, i.e. our ``token_mean`` (without labels it divides by ``B`` instead). Shapes [B,T,V];
     the teacher is detached. Metric ``"jsd"``.
     """
-    _check_mode(aggregation)
-    _check_temperature(temperature)
+    check_mode(aggregation)
+    check_temperature(temperature)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta!r}")
-    s_lp = F.log_softmax(_scaled(student_logits, temperature), dim=-1)
-    t_lp = F.log_softmax(_scaled(teacher_logits.detach(), temperature), dim=-1)
+    s_lp = F.log_softmax(scaled(student_logits, temperature), dim=-1)
+    t_lp = F.log_softmax(scaled(teacher_logits.detach(), temperature), dim=-1)
 
     def kl(target_lp: Tensor, input_lp: Tensor) -> Tensor:
         # = F.kl_div(input_lp, target_lp, log_target=True) summed over V = KL(target || input)
@@ -286,7 +216,7 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor
         m_lp = torch.logsumexp(torch.stack([s_lp + torch.log1p(-b), t_lp + torch.log(b)]), dim=0)
         per_token = b * kl(t_lp, m_lp) + (1 - b) * kl(s_lp, m_lp)
     loss = aggregate(per_token, mask, aggregation)
-    return loss, {"jsd": _float(loss)}
+    return loss, {"jsd": to_float(loss)}
 
 
 def nll(student_logits: Tensor, target_ids: Tensor, mask: Tensor,
@@ -298,12 +228,12 @@ def nll(student_logits: Tensor, target_ids: Tensor, mask: Tensor,
     ``student_logits`` [B,T,V], ``target_ids`` [B,T] long (pad ids such as -100 allowed where
     ``mask`` is 0). Returns nats/token; metric ``"nll"``.
     """
-    _check_mode(aggregation)
-    ids = _clean(target_ids, _valid(mask), 0).unsqueeze(-1)
-    z = _upcast(student_logits)
+    check_mode(aggregation)
+    ids = clean(target_ids, valid_mask(mask), 0).unsqueeze(-1)
+    z = upcast(student_logits)
     per_token = (z.logsumexp(-1, keepdim=True) - z.gather(-1, ids)).squeeze(-1)
     loss = aggregate(per_token, mask, aggregation)
-    return loss, {"nll": _float(loss)}
+    return loss, {"nll": to_float(loss)}
 
 
 def consistency_regularizer(noctx_logits: Tensor, ctx_logits: Tensor, mask: Tensor,
@@ -319,13 +249,10 @@ def consistency_regularizer(noctx_logits: Tensor, ctx_logits: Tensor, mask: Tens
     here, so the gradient reaches only ``ctx_logits``. Both [B,T,V], aligned on the same response
     tokens. The caller scales by its coefficient beta. Returns nats/token; metric ``"kl"``.
     """
-    _check_mode(aggregation)
-    _check_temperature(temperature)
-    n_lp = F.log_softmax(_scaled(noctx_logits.detach(), temperature), dim=-1)
-    c_lp = F.log_softmax(_scaled(ctx_logits, temperature), dim=-1)
+    check_mode(aggregation)
+    check_temperature(temperature)
+    n_lp = F.log_softmax(scaled(noctx_logits.detach(), temperature), dim=-1)
+    c_lp = F.log_softmax(scaled(ctx_logits, temperature), dim=-1)
     loss = aggregate((n_lp.exp() * (n_lp - c_lp)).sum(-1), mask, aggregation)
-    return loss, {"kl": _float(loss)}
+    return loss, {"kl": to_float(loss)}
 
-
-# The memory-flat variant lives in its own module (a custom autograd function); re-exported here.
-from opcd.chunked_kl import chunked_full_reverse_kl  # noqa: E402

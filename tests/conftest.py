@@ -9,7 +9,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def tok():
-    from opcd.tasks.char_tokenizer import build_char_tokenizer
+    from opcd.models.toy.char_tokenizer import build_char_tokenizer
 
     return build_char_tokenizer()
 
@@ -17,8 +17,8 @@ def tok():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """Path (str) of a directory holding a 1-layer, hidden-32 random Llama and the char tokenizer."""
-    from opcd.tasks.char_tokenizer import build_char_tokenizer
-    from opcd.tasks.pretrain import build_model
+    from opcd.models.toy.char_tokenizer import build_char_tokenizer
+    from opcd.models.toy.pretrain import build_model
 
     d = tmp_path_factory.mktemp("tiny-model")
     tokenizer = build_char_tokenizer()

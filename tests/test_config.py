@@ -33,7 +33,7 @@ def test_default_train_config():
     assert cfg.teacher.micro_batch_size == C.TeacherConfig().micro_batch_size
     # Every schema field is present (struct mode: nothing else is).
     assert set(cfg.keys()) == set(C.TrainConfig.__dataclass_fields__)
-    for group, schema in [("model", C.ModelConfig), ("task", C.TaskConfig), ("algo", C.AlgoConfig),
+    for group, schema in [("model", C.ModelConfig), ("task", C.ToyRulesTaskConfig), ("algo", C.AlgoConfig),
                           ("rollout", C.RolloutConfig), ("learner", C.LearnerConfig), ("logger", C.LoggerConfig)]:
         assert set(cfg[group].keys()) == set(schema.__dataclass_fields__), group
 

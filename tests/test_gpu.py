@@ -45,7 +45,7 @@ def _nccl_member(rank, world, port, q):
 @pytest.mark.slow
 @needs_two_gpus
 def test_nccl_bucketed_broadcast():
-    from opcd.actors import free_port
+    from opcd.net import free_port
 
     ctx = mp.get_context("spawn")
     q, port = ctx.Queue(), free_port()

@@ -408,15 +408,48 @@ def test_forward_kl_ignores_missing_teacher_entries():
     check(loss, ref, [logits])
 
 
-def test_low_precision_inputs_upcast():
-    logits = rand(B, T, V, seed=38).to(torch.bfloat16).requires_grad_(True)
-    teacher = rand(B, T, V, seed=39).to(torch.bfloat16)
-    loss, _ = L.full_reverse_kl(logits, teacher, MASK)
+def _low_precision_cases():
+    """name -> (loss(*inputs), inputs); the first input gets the gradient. Logits are scaled x4 so
+    that bf16 arithmetic inside a loss would be visibly off (|z| up to ~20: bf16 steps of 0.125)."""
+    lg, tl, ids = rand(B, T, V, seed=38, scale=8.0), rand(B, T, V, seed=39, scale=8.0), topk_ids(40)
+    t_topk = torch.log_softmax(tl, -1).gather(-1, ids)
+    s, b_, t_ = (torch.log_softmax(rand(B, T, V, seed=i), -1)[..., 0] for i in (41, 42, 43))
+    hid, head, t_hid = rand(B, T, H, seed=44, scale=4.0), rand(V, H, seed=45, scale=2.0), rand(B, T, H, seed=46, scale=4.0)
+    return {
+        "topk_reverse_kl": (lambda x, i, t: L.topk_reverse_kl(x, i, t, MASK), (lg, ids, t_topk)),
+        "full_reverse_kl": (lambda x, t: L.full_reverse_kl(x, t, MASK), (lg, tl)),
+        "sampled_reverse_kl": (lambda x, b, t: L.sampled_reverse_kl(x, b, t, MASK), (s, b_, t_)),
+        "forward_kl": (lambda x, i, t: L.forward_kl(x, i, t, MASK), (lg, ids, t_topk)),
+        "generalized_jsd": (lambda x, t: L.generalized_jsd(x, t, MASK), (lg, tl)),
+        "nll": (lambda x, i: L.nll(x, i, MASK), (lg, ids[..., 0])),
+        "consistency_regularizer": (lambda x, t: L.consistency_regularizer(t, x, MASK), (lg, tl)),
+        "chunked_full_reverse_kl": (lambda x, w, t: L.chunked_full_reverse_kl(x, w, t, MASK, chunk_size=5),
+                                    (hid, head, torch.log_softmax(tl, -1))),
+        "chunked_reverse_kl_from_hidden": (lambda x, w, th: L.chunked_reverse_kl_from_hidden(x, w, th, w, MASK, chunk_size=5),
+                                           (hid, head, t_hid)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_low_precision_cases()))
+def test_low_precision_inputs_upcast(name):
+    """Losses accumulate in fp32 whatever the dtype: bf16 inputs give an fp32 loss equal to the fp32
+    computation on the same (bf16-rounded) values, the gradient comes back in the input's dtype, and
+    a CPU bf16 autocast around the loss (the learner's forward runs under one) changes nothing."""
+    fn, inputs = _low_precision_cases()[name]
+    low = [x.to(torch.bfloat16) if x.is_floating_point() else x for x in inputs]
+    low[0].requires_grad_(True)
+    loss, _ = fn(*low)
     assert loss.dtype == torch.float32
-    (g,) = torch.autograd.grad(loss, [logits])
+    (g,) = torch.autograd.grad(loss, [low[0]])
     assert g.dtype == torch.bfloat16
-    ref, _ = L.full_reverse_kl(logits.detach().double(), teacher.double(), MASK)
-    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    wide = [x.detach().double() if x.is_floating_point() else x for x in low]
+    ref, _ = fn(*wide)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    f32 = [x.detach().float() if x.is_floating_point() else x for x in low]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under, _ = fn(*f32)
+    assert under.dtype == torch.float32
+    assert under.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
 
 
 def test_chunked_keeps_no_vocab_sized_activations():

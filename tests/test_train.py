@@ -30,7 +30,7 @@ def test_short_default_run_raises_no_context_accuracy(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from opcd.eval.__main__ import run_eval
-    from opcd.tasks.model_card import eval_config
+    from opcd.models.toy.model_card import eval_config
 
     ckpt = tmp_path / "checkpoints" / "step_20"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "tokenizer.json").exists()
@@ -83,8 +83,8 @@ def long_tiny_model_dir(tmp_path_factory) -> str:
     """A random 1-layer char-level Llama with a 1024-token window: room for a few game turns."""
     import torch
 
-    from opcd.tasks.char_tokenizer import build_char_tokenizer
-    from opcd.tasks.pretrain import build_model
+    from opcd.models.toy.char_tokenizer import build_char_tokenizer
+    from opcd.models.toy.pretrain import build_model
 
     d = tmp_path_factory.mktemp("long-tiny-model")
     tokenizer = build_char_tokenizer()

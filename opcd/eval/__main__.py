@@ -21,23 +21,22 @@ register_configs()
 
 
 def run_eval(cfg) -> dict:
+    from opcd.eval.evaluator import EvalSettings, local_generate
     from opcd.eval.toy import evaluate, format_table
-    from opcd.modeling import load_tokenizer
-    from opcd.rollout.engine import engine_kwargs, make_llm, sample
+    from opcd.modeling import check_model_path, load_tokenizer
+    from opcd.engine import engine_kwargs, make_llm
     from opcd.tasks.toy_world import SPLITS, generate
 
     if cfg.split not in SPLITS:
         raise ValueError(f"unknown split {cfg.split!r}; the toy world has splits {', '.join(SPLITS)}")
+    check_model_path(cfg.model.path, cfg.model.hub)  # one line for a missing path or a damaged checkpoint
     tok = load_tokenizer(cfg.model.path)
     records = generate(cfg.split, rules=list(cfg.rules) or None, n_per_rule=cfg.n_per_rule, seed=cfg.seed,
                        context_kinds=tuple(cfg.context_kinds), k_demos=cfg.k_demos, paraphrases=cfg.paraphrases)
     r = cfg.rollout
     llm = make_llm(cfg.model.path, **engine_kwargs(cfg.model, r))
-
-    def greedy(prompts):
-        return [s.text for s in sample(llm, prompts, temperature=0.0, max_tokens=r.max_tokens, use_tqdm=True)]
-
-    table = evaluate(records, tok, greedy)
+    # Greedy decoding (EvalSettings' defaults), whatever the rollout's sampling settings say.
+    table = evaluate(local_generate(llm, use_tqdm=True), tok, records, EvalSettings(max_tokens=r.max_tokens))
     print(format_table(table, f"{cfg.model.path} | split={cfg.split} | n={cfg.n_per_rule} per rule and context"))
     result = {"model": cfg.model.path, "split": cfg.split, "n_per_rule": cfg.n_per_rule, "seed": cfg.seed,
               "paraphrases": cfg.paraphrases, "k_demos": cfg.k_demos, "accuracy": table}

@@ -22,7 +22,9 @@ NONE = "none"  # the context kind of a record shown without any context
 class Result:
     record: dict  # the evaluated record (metadata: group, context_kind, rule, ...)
     correct: bool  # verifier verdict on the response
-    length: int  # response length in tokens
+    length: int  # response length in tokens (the policy's own tokens for a multi-turn episode)
+    sample: int = 0  # which of the record's samples this is (0 .. samples-1; prompt-major order)
+    text: str = ""  # the response text the verifier judged
 
 
 def pair_key(record: dict) -> tuple:
@@ -44,13 +46,14 @@ def paired(results: list[Result], prefix: str = "eval") -> dict[str, float]:
     """Harm, BothCorrect and Δlen for every (group, context kind) that has no-context partners.
 
     Keys ``{prefix}/{group}/harm_{kind}``, ``.../both_correct_{kind}``, ``.../delta_len_{kind}``.
-    Harm is over the pairs answered right without the context (absent when there are none).
+    Harm is over the pairs answered right without the context (absent when there are none). With
+    several samples per prompt, sample j with the context is paired with sample j without it.
     """
-    without = {pair_key(r.record): r for r in results if r.record["metadata"].get("context_kind") == NONE}
+    without = {(pair_key(r.record), r.sample): r for r in results if r.record["metadata"].get("context_kind") == NONE}
     pairs: dict[tuple[str, str], list[tuple[Result, Result]]] = {}
     for r in results:
         kind = r.record["metadata"].get("context_kind")
-        partner = without.get(pair_key(r.record))
+        partner = without.get((pair_key(r.record), r.sample))
         if kind != NONE and partner is not None:
             pairs.setdefault((pair_key(r.record)[0], kind), []).append((partner, r))
     out = {}
@@ -65,6 +68,17 @@ def paired(results: list[Result], prefix: str = "eval") -> dict[str, float]:
         if len_x > 0:
             out[f"{base}/delta_len_{kind}"] = len_w / len_x - 1.0
     return out
+
+
+def per_prompt(results: list[Result]) -> list[list[bool]]:
+    """Verdicts grouped by prompt: ``[[sample 0, sample 1, ...] per record]`` from prompt-major results
+    (a record's group starts at its sample 0). The unit for intervals over prompts (opcd.eval.stats)."""
+    groups: list[list[bool]] = []
+    for r in results:
+        if r.sample == 0 or not groups:
+            groups.append([])
+        groups[-1].append(r.correct)
+    return groups
 
 
 def topk_agreement_kl(student_topk_logprobs: torch.Tensor, teacher_topk_logprobs: torch.Tensor,

@@ -10,7 +10,11 @@ For each model it samples every held-out user prompt (``opcd.tasks.sysprompt_dat
 ``none`` (no system prompt; the chat template's default system turn applies) or the name of a system
 prompt (``opcd.tasks.sysprompt.SYSTEM_PROMPTS``) given as the system message. A system prompt's rate
 *with* it is its verifier over its own condition; its rate *without* it is its verifier over the
-``none`` samples. Rates carry n and a 95% Wilson interval; ``harm`` compares two models' rates.
+``none`` samples. Rates carry n and a 95% Wilson interval over samples, and the same rate per prompt
+with its 95% interval over prompts (``prompt_lo``/``prompt_hi``: the one to report, since samples of
+one prompt are not independent); ``harm`` compares two models' rates (with a paired bootstrap over
+prompts). Generation and verification are the shared evaluator's (``opcd.eval.evaluator``); the
+settings are its ``EvalSettings`` with this evaluator's defaults (``SyspromptSettings``).
 
 Several models share one engine: after the first, weights are reloaded in place (same architecture),
 and the engine's sampling RNG is re-seeded before each (model, condition), so a model's numbers do
@@ -27,18 +31,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+from opcd.eval import evaluator  # its EvalSettings is not re-exported: SyspromptSettings has other defaults
+from opcd.eval.evaluator import generate_answers, local_generate, verify_answers
+from opcd.eval.metrics import Result, per_prompt
+from opcd.eval.stats import Z95, paired_bootstrap, prompt_interval, prompt_rates, wilson_interval
+
 NONE = "none"  # the condition without any system prompt
+Answers = tuple[list[dict], list]  # one condition's records and their answers (Samples), prompt-major
 
 
 @dataclass
-class EvalSettings:
-    prompts: int = 60  # held-out user prompts (first N of EVAL_PROMPTS)
-    samples: int = 2  # samples per prompt and condition
+class SyspromptSettings(evaluator.EvalSettings):
+    """The shared evaluator's settings with this evaluator's sampling defaults, plus its engine."""
+
+    max_tokens: int = 128  # new tokens per reply
     temperature: float = 0.7  # sampling temperature
     top_p: float = 0.9  # nucleus threshold
-    max_tokens: int = 128  # new tokens per reply
+    samples: int = 2  # samples per prompt and condition
     seed: int = 0  # engine seed, re-applied before every (model, condition)
+    prompts: int = 60  # held-out user prompts (first N of EVAL_PROMPTS)
     max_model_len: int = 512  # engine context length
     threads: int = 2  # torch threads of the engine
     kv_cache_gb: int = 1  # vLLM CPU KV cache
@@ -48,18 +59,6 @@ class EvalSettings:
 # --------------------------------------------------------------------------------------------------
 # Statistics (pure)
 # --------------------------------------------------------------------------------------------------
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k/n (``(0, 1)`` when n = 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
-    return (0.0 if k == 0 else lo), (1.0 if k == n else hi)  # exact ends (no 0.9999999999999999)
-
-
 def proportion(hits, z: float = Z95) -> dict:
     """``{"rate", "k", "n", "lo", "hi"}`` of a list of booleans (rate None when empty)."""
     hits = [bool(h) for h in hits]
@@ -85,17 +84,42 @@ def difference(before: dict, after: dict, z: float = Z95) -> dict:
     return {"diff": d, "lo": max(-1.0, lo), "hi": min(1.0, hi)}
 
 
-def score(texts: dict[str, list[str]], verifiers: dict[str, Callable[[str], bool]]) -> dict[str, dict]:
-    """Rates per system prompt from the replies of each condition.
+def condition_records(prompts: list[str], condition: str, system_prompts: dict[str, str]) -> list[dict]:
+    """The user ``prompts`` as evaluator records under ``condition`` (its system prompt as the context;
+    none for ``none``)."""
+    context = "" if condition == NONE else system_prompts[condition]
+    return [{"prompt": p, "context": context, "answer": None,
+             "metadata": {"group": "sysprompt", "context_kind": condition}} for p in prompts]
 
-    ``texts[condition]`` are the replies under ``condition`` (``none`` or a system prompt's name).
-    Returns ``{name: {"with": proportion | None, "without": proportion | None}}`` for every verifier.
+
+def rate(results: list[Result]) -> dict:
+    """``proportion`` over the samples, plus the same rate over prompts: ``"prompts"``, ``"per_prompt"``
+    (each prompt's rate over its samples, in prompt order) and its interval ``"prompt_lo"``,
+    ``"prompt_hi"`` (``opcd.eval.stats.prompt_interval``: the one to report, samples of a prompt are
+    not independent)."""
+    groups = per_prompt(results)
+    over = prompt_interval(groups)
+    return {**proportion([r.correct for r in results]), "prompts": over["prompts"],
+            "per_prompt": prompt_rates(groups), "prompt_lo": over["lo"], "prompt_hi": over["hi"]}
+
+
+def score(answers: dict[str, Answers], verifiers: dict[str, Callable[[str], bool]],
+          samples: int = 1) -> dict[str, dict]:
+    """Rates per system prompt from the answers of each condition.
+
+    ``answers[condition]`` are the records and answers under ``condition`` (``none`` or a system
+    prompt's name), ``samples`` answers per record. A system prompt's ``with`` rate is its verifier over
+    its own condition, its ``without`` rate its verifier over the ``none`` answers. Returns
+    ``{name: {"with": rate | None, "without": rate | None}}`` for every verifier.
     """
-    out = {}
-    for name, ok in verifiers.items():
-        out[name] = {"with": proportion(map(ok, texts[name])) if name in texts else None,
-                     "without": proportion(map(ok, texts[NONE])) if NONE in texts else None}
-    return out
+    return {name: {"with": _judge(answers[name], ok, samples) if name in answers else None,
+                   "without": _judge(answers[NONE], ok, samples) if NONE in answers else None}
+            for name, ok in verifiers.items()}
+
+
+def _judge(answers: Answers, ok: Callable[[str], bool], samples: int) -> dict:
+    records, replies = answers
+    return rate(verify_answers(records, replies, lambda text, _record: ok(text), samples))
 
 
 def harm(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
@@ -104,9 +128,19 @@ def harm(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
     for name in before:
         if name not in after:
             continue
-        out[name] = {c: difference(before[name][c], after[name][c])
+        out[name] = {c: _drop(before[name][c], after[name][c])
                      for c in ("with", "without") if before[name].get(c) and after[name].get(c)}
     return out
+
+
+def _drop(before: dict, after: dict) -> dict:
+    """``difference``, plus (when both rates were measured on the same prompts) the paired bootstrap
+    over prompts of before - after (``"paired"``: diff, lo, hi, p)."""
+    d = difference(before, after)
+    a, b = before.get("per_prompt"), after.get("per_prompt")
+    if a is not None and b is not None and len(a) == len(b):
+        d["paired"] = paired_bootstrap(a, b)
+    return d
 
 
 def fmt_rate(p: dict | None) -> str:
@@ -136,7 +170,7 @@ def _weights(path: str):
         yield from load_file(str(f)).items()
 
 
-def evaluate_models(models: list[dict], settings: EvalSettings | None = None,
+def evaluate_models(models: list[dict], settings: SyspromptSettings | None = None,
                     system_prompts: dict[str, str] | None = None,
                     verifiers: dict[str, Callable[[str], bool]] | None = None,
                     log: Callable[[str], None] = print) -> dict[str, dict]:
@@ -145,13 +179,12 @@ def evaluate_models(models: list[dict], settings: EvalSettings | None = None,
     Returns ``{label: {"path", "conditions": {cond: {"n", "tokens", "seconds", "examples"}},
     "rates": score(...), "seconds"}}``. Conditions default to ``none`` plus every system prompt.
     """
-    from opcd.chat import encode_prompt
     from opcd.modeling import load_tokenizer
-    from opcd.rollout.engine import make_llm, reload_weights, sample, seed_engine
+    from opcd.engine import make_llm, reload_weights
     from opcd.tasks import sysprompt
     from opcd.tasks.sysprompt_data import EVAL_PROMPTS
 
-    s = settings or EvalSettings()
+    s = settings or SyspromptSettings()
     system_prompts = system_prompts or sysprompt.SYSTEM_PROMPTS
     verifiers = verifiers or {n: sysprompt.VERIFIERS[n] for n in system_prompts}
     prompts = EVAL_PROMPTS[:s.prompts]
@@ -171,18 +204,18 @@ def evaluate_models(models: list[dict], settings: EvalSettings | None = None,
             arch = _arch(path)
         else:
             reload_weights(llm, _weights(path))
-        texts, info = {}, {}
+        generate = local_generate(llm, seed=s.seed)  # re-seeded before each condition: order-independent
+        answers, info = {}, {}
         for c in conds:
-            ids = [encode_prompt(tok, p, "" if c == NONE else system_prompts[c]) for p in prompts]
-            seed_engine(llm, s.seed)
+            recs = condition_records(prompts, c, system_prompts)
             t0 = time.perf_counter()
-            out = sample(llm, ids, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, n=s.samples)
+            out = generate_answers(generate, tok, recs, s)
             dt = time.perf_counter() - t0
-            texts[c] = [o.text for o in out]
+            answers[c] = (recs, out)
             n_tok = sum(len(o.response_ids) for o in out)
-            info[c] = {"n": len(out), "tokens": n_tok, "seconds": dt, "examples": texts[c][:3]}
+            info[c] = {"n": len(out), "tokens": n_tok, "seconds": dt, "examples": [o.text for o in out[:3]]}
             log(f"[eval] {label}: {c:<8} {len(out)} replies, {n_tok} tokens in {dt:.1f} s ({n_tok / max(dt, 1e-9):.0f} tok/s)")
-        rates = score(texts, {n: verifiers[n] for n in system_prompts})
+        rates = score(answers, {n: verifiers[n] for n in system_prompts}, s.samples)
         results[label] = {"path": path, "conditions": info, "rates": rates,
                           "seconds": time.perf_counter() - t_model}
     return results
@@ -198,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conditions", default="", help=f"comma list of {NONE} and {', '.join(SYSTEM_PROMPTS)} "
                     "(default: all)")
     ap.add_argument("--out", required=True, help="where the JSON result is written")
-    d = EvalSettings()
+    d = SyspromptSettings()
     for f, v in asdict(d).items():
         ap.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v, help=f"default {v}")
     args = ap.parse_args(argv)
-    settings = EvalSettings(**{f: getattr(args, f) for f in asdict(d)})
+    try:
+        settings = SyspromptSettings(**{f: getattr(args, f) for f in asdict(d)})
+    except ValueError as e:
+        ap.error(str(e))
     conds = [c for c in args.conditions.split(",") if c]
     models = json.loads(Path(args.spec).read_text()) if args.spec else []
     for p in args.model:

@@ -1,24 +1,28 @@
 """Toy-world evaluation: accuracy per rule with system prompt / with demonstrations / without context.
 
-Engine-agnostic: it takes a ``generate`` callable (token-id prompts -> response texts), so the CLI
-can pass a local vLLM engine and the training loop its Ray rollout workers.
+The answers come from the shared evaluator (``opcd.eval.evaluator``); this module only scores them
+against the toy world's exact-match verifier and lays them out per rule.
 """
 from __future__ import annotations
 
-from typing import Callable
-
-from opcd.chat import encode_prompt
+from opcd.eval.evaluator import EvalSettings, Generate, evaluate_results
+from opcd.eval.metrics import Result
 from opcd.tasks.toy_world import CONTEXT_KINDS, verify
 
 Table = dict[str, dict[str, float]]  # rule -> context kind -> accuracy in [0, 1]
 
 
-def accuracy_table(records: list[dict], responses: list[str]) -> Table:
-    """Exact-match accuracy per (rule, context kind), plus a ``mean`` row over rules."""
+def verify_record(response: str, record: dict) -> bool:
+    """The toy world's exact match of ``response`` against ``record["answer"]``."""
+    return verify(response, record["answer"])
+
+
+def table_of(results: list[Result]) -> Table:
+    """Accuracy per (rule, context kind) over the results, plus a ``mean`` row (macro average over rules)."""
     hits: dict[tuple[str, str], list[bool]] = {}
-    for rec, resp in zip(records, responses, strict=True):
-        key = (rec["metadata"]["rule"], rec["metadata"]["context_kind"])
-        hits.setdefault(key, []).append(verify(resp, rec["answer"]))
+    for r in results:
+        key = (r.record["metadata"]["rule"], r.record["metadata"]["context_kind"])
+        hits.setdefault(key, []).append(r.correct)
     table: Table = {}
     for (rule, kind), v in hits.items():
         table.setdefault(rule, {})[kind] = sum(v) / len(v)
@@ -28,10 +32,9 @@ def accuracy_table(records: list[dict], responses: list[str]) -> Table:
     return table
 
 
-def evaluate(records: list[dict], tokenizer, generate: Callable[[list[list[int]]], list[str]]) -> Table:
-    """Greedy-decode every record's prompt (rendered with its context) and score it."""
-    prompts = [encode_prompt(tokenizer, r["prompt"], r["context"]) for r in records]
-    return accuracy_table(records, generate(prompts))
+def evaluate(generate: Generate, tok, records: list[dict], settings: EvalSettings) -> Table:
+    """Answer every record's prompt (rendered with its context) through the shared evaluator and tabulate."""
+    return table_of(evaluate_results(generate, tok, records, verify_record, settings))
 
 
 def format_table(table: Table, title: str = "") -> str:

@@ -11,6 +11,6 @@
 5. the text is written to ``out`` (plus a JSON report); ``task.experience_file=<out>`` then makes it
    the teacher's context in ``python -m opcd.train``.
 
-Modules: ``items`` (pure logic), ``pipeline`` (engine-agnostic driver), ``context`` (what
-``task.experience_file`` does to a task's records), ``__main__`` (the Hydra CLI).
+Modules: ``items`` (pure logic), ``pipeline`` (engine-agnostic driver), ``__main__`` (the Hydra CLI).
+What ``task.experience_file`` does to a task's records is task data: ``opcd.tasks.experience_context``.
 """

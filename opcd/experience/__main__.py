@@ -28,7 +28,7 @@ def run_experience(cfg) -> dict:
 
     problems, validation, verify = load_problems(cfg)  # config errors first: before torch, vLLM or the model load
     from opcd.modeling import load_tokenizer
-    from opcd.rollout.engine import engine_kwargs, make_llm, sample, seed_engine
+    from opcd.engine import engine_kwargs, make_llm, sample, seed_engine
 
     tok = load_tokenizer(cfg.model.path)
     llm = make_llm(cfg.model.path, **engine_kwargs(cfg.model, cfg.rollout))

@@ -15,11 +15,16 @@ import torch
 
 from opcd.batch import LearnBatch
 from opcd.learner.objective import micro_batch_weight, student_loss
+from opcd.hardware import local_dtype, local_learner_mode
 from opcd.modeling import load_causal_lm, load_tokenizer
+from opcd.net import rendezvous_address
 
 
-def deepspeed_config(learner, algo, batch_size: int, world_size: int) -> dict:
-    """DeepSpeed JSON config for one optimizer step per rollout batch of ``batch_size`` sequences."""
+def deepspeed_config(learner, algo, batch_size: int, world_size: int, precision: str | None = None) -> dict:
+    """DeepSpeed JSON config for one optimizer step per rollout batch of ``batch_size`` sequences.
+
+    ``precision`` is the resolved ``opcd.hardware.learner_mode`` (fp32 | bf16 | autocast; default
+    ``learner.precision``): only ``bf16`` turns on DeepSpeed's bf16 (autocast keeps fp32 weights)."""
     per_rank = math.ceil(batch_size / world_size)
     mbs = min(learner.micro_batch_size, per_rank)
     gas = learner.grad_accum_steps or math.ceil(per_rank / mbs)
@@ -38,7 +43,7 @@ def deepspeed_config(learner, algo, batch_size: int, world_size: int) -> dict:
         "optimizer": optimizer,
         "zero_optimization": zero,
         "gradient_clipping": algo.grad_clip,
-        "bf16": {"enabled": learner.precision == "bf16"},
+        "bf16": {"enabled": (precision or learner.precision) == "bf16"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -65,7 +70,7 @@ class LearnerActor:
     """One data-parallel rank. ``train_step`` runs forward/backward over its shard of a batch."""
 
     def __init__(self, model_path: str, learner, algo, dtype: str, batch_size: int, rank: int,
-                 world_size: int, master_addr: str, master_port: int, seed: int):
+                 world_size: int, master_addr: str, master_port: int, seed: int, teacher_head_path: str | None = None):
         os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
                            "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0"})
         if learner.device == "cpu":
@@ -80,12 +85,28 @@ class LearnerActor:
         deepspeed.init_distributed(dist_backend=learner.backend, auto_mpi_discovery=False)
         self.rank, self.world_size, self.algo = rank, world_size, algo
         self.pad_id = load_tokenizer(model_path).pad_token_id
-        model = load_causal_lm(model_path, "float32" if learner.precision == "fp32" else dtype)
+        # fp32 | bf16 (DeepSpeed bf16) | autocast (CPU: fp32 weights and AdamW, bf16 forward), from
+        # learner.precision and model.dtype on this actor's machine (opcd.hardware).
+        cuda = learner.device == "cuda"
+        self.precision = local_learner_mode(learner.precision, dtype, cuda)
+        model = load_causal_lm(model_path, local_dtype(dtype, "learner", cuda) if self.precision == "bf16" else "float32")
+        if self.precision == "autocast":
+            # Only the model's forward (and its recomputation in backward) runs in bf16: the losses
+            # take its logits outside, upcast to fp32 (opcd.loss_utils.upcast), and apply an LM head
+            # themselves in fp32 (chunked_kl), so they accumulate in fp32.
+            model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
         if learner.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.ds_config = deepspeed_config(learner, algo, batch_size, world_size)
+        self.ds_config = deepspeed_config(learner, algo, batch_size, world_size, self.precision)
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                config=self.ds_config)
+        # algo.teacher_transfer=hidden: the teacher ships hidden states; its head forms the logits here.
+        self.teacher_head = None
+        if teacher_head_path is not None:
+            from opcd.learner.teacher_head import load_teacher_head
+
+            self.teacher_head = load_teacher_head(teacher_head_path, model.config.get_text_config().vocab_size,
+                                                  next(self.engine.module.parameters()).device)
         self.steps_done = 0  # optimizer steps taken (drives the warm-up)
 
     def train_step(self, batch: LearnBatch) -> dict[str, float]:
@@ -112,7 +133,8 @@ class LearnerActor:
                 # An empty micro-batch still has to advance DeepSpeed's accumulation counter.
                 loss = sum(p.sum() * 0.0 for p in self.engine.module.parameters())
             else:
-                loss, m = student_loss(self.engine.module, mb, self.algo, self.pad_id, step=self.steps_done)
+                loss, m = student_loss(self.engine.module, mb, self.algo, self.pad_id, step=self.steps_done,
+                                       teacher_head=self.teacher_head)
                 w = micro_batch_weight(mb, batch, self.algo.aggregation, self.world_size, gas)
                 for k, v in m.items():  # this rank's share of the batch mean: ranks' shares sum to it
                     metrics[k] = metrics.get(k, 0.0) + v * w / (self.world_size * gas)
@@ -184,11 +206,7 @@ class LearnerActor:
 
     def rendezvous(self) -> tuple[str, int]:
         """(this node's IP, a free port): where the weight-sync group's store will listen."""
-        import ray
-
-        from opcd.actors import free_port
-
-        return ray.util.get_node_ip_address(), free_port()
+        return rendezvous_address()
 
     def join_sync_group(self, host: str, port: int, world: int, backend: str, timeout_s: float) -> None:
         from opcd.sync.broadcast import make_group

@@ -21,24 +21,39 @@ def nca_weight(beta: float, warmup_steps: int, step: int) -> float:
     return beta * min(1.0, step / warmup_steps) if warmup_steps > 0 else beta
 
 
-def student_loss(model, mb: LearnBatch, algo, pad_id: int, step: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+def student_loss(model, mb: LearnBatch, algo, pad_id: int, step: int = 1,
+                 teacher_head: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss (0-dim, grad to ``model``) and float metrics for one micro-batch at optimizer ``step``.
 
     The main term follows ``algo.loss``; when ``algo.nca_beta > 0`` the stop-gradient consistency
     term ``beta * KL(sg[p(.|x,y<t)] || p(.|c,x,y<t))`` is added (beta from :func:`nca_weight`), which
     needs a second forward pass over the with-context sequences.
+
+    When the teacher shipped hidden states (``mb.teacher_hidden``, ``algo.teacher_transfer=hidden``),
+    its logits are formed here with ``teacher_head`` [V, d], the learner's frozen copy of its LM head.
     """
     dev = next(model.parameters()).device
     T, agg, name = algo.temperature, algo.aggregation, algo.loss
     teacher_lp = mb.teacher_logprobs.to(dev)  # already at temperature T (the teacher applied it)
     logits = None
+    teacher_hidden = None if mb.teacher_hidden is None else mb.teacher_hidden.to(dev)
+    if teacher_hidden is not None and teacher_head is None:
+        raise ValueError("the batch carries teacher hidden states but the learner holds no copy of the teacher's "
+                         "LM head (start the learner with teacher_head_path)")
+    if teacher_hidden is not None and name == "jsd":  # jsd holds [B, T, V] student logits anyway
+        teacher_lp = losses.teacher_logprobs_from_hidden(teacher_hidden, teacher_head, T)
     if name == "full_reverse_kl":
         # Memory-flat path: never materialise [B, T, V] student logits; the LM head is applied chunk
         # by chunk inside the loss (and recomputed in backward).
         hidden, mask = response_logits(model, mb.student_seqs, mb.resp_lens, pad_id, return_hidden=True)
         mask = mask & mb.mask.to(dev)
-        loss, m = losses.chunked_full_reverse_kl(hidden, model.get_output_embeddings().weight, teacher_lp, mask,
-                                                 temperature=T, aggregation=agg)
+        if teacher_hidden is not None:  # the teacher's logits too, chunk by chunk, from its hidden states
+            loss, m = losses.chunked_reverse_kl_from_hidden(hidden, model.get_output_embeddings().weight,
+                                                            teacher_hidden, teacher_head, mask, temperature=T,
+                                                            aggregation=agg)
+        else:
+            loss, m = losses.chunked_full_reverse_kl(hidden, model.get_output_embeddings().weight, teacher_lp, mask,
+                                                     temperature=T, aggregation=agg)
     else:
         logits, mask = response_logits(model, mb.student_seqs, mb.resp_lens, pad_id)
         mask = mask & mb.mask.to(dev)

@@ -1,1 +1,2 @@
-"""Real (non-toy) models opcd can prepare locally, e.g. ``python -m opcd.models.smollm2``."""
+"""Models opcd prepares locally: the shipped toy model's tooling (``opcd.models.toy``) and real models,
+e.g. ``python -m opcd.models.smollm2``."""

@@ -1,6 +1,6 @@
 """Multi-turn rollouts: the policy acts, the environment replies, until the episode ends.
 
-An episode is returned as one :class:`~opcd.rollout.engine.Sample` whose ``response_ids`` hold the
+An episode is returned as one :class:`~opcd.engine.Sample` whose ``response_ids`` hold the
 whole trajectory after the opening prompt -- the policy's replies *and* the environment's turns
 between them (rendered by the model's chat template) -- with ``loss_mask`` 1 on the policy's tokens
 and 0 on the environment's. Everything downstream is unchanged: the teacher scores ``[context
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from opcd.chat import encode_next_turn
-from opcd.rollout.engine import Sample
+from opcd.engine import Sample
 from opcd.tasks.games import TURN_SEP
 
 Generate = Callable[[list[list[int]], int], list[Sample]]  # (prompt ids, turn) -> one Sample per prompt
@@ -35,6 +37,7 @@ def run_episodes(generate: Generate, tok, records: list[dict], prompts: list[lis
     """
     envs = [make_env(r) for r in records]
     eps = [Sample(prompt_ids=list(p), response_ids=[], loss_mask=[]) for p in prompts]
+    parts: list[list[tuple]] = [[] for _ in records]  # per episode: (log-probs, top-k ids, top-k log-probs) pieces
     replies: list[list[str]] = [[] for _ in records]
     active = list(range(len(records)))
     for turn in range(max_turns):
@@ -47,9 +50,7 @@ def run_episodes(generate: Generate, tok, records: list[dict], prompts: list[lis
             n = len(s.response_ids)
             ep.response_ids += s.response_ids
             ep.loss_mask += [1] * n
-            ep.logprobs += s.logprobs or [0.0] * n
-            ep.topk_ids += s.topk_ids or [[] for _ in range(n)]
-            ep.topk_logprobs += s.topk_logprobs or [[] for _ in range(n)]
+            parts[i].append(_policy_piece(s, n))
             replies[i].append(s.text)
             user_text, done = envs[i].step(s.text)
             ep.finished = done
@@ -61,12 +62,26 @@ def run_episodes(generate: Generate, tok, records: list[dict], prompts: list[lis
             # The environment's turn: part of the sequence both models read, never a learning target.
             ep.response_ids += nxt
             ep.loss_mask += [0] * len(nxt)
-            ep.logprobs += [0.0] * len(nxt)
-            ep.topk_ids += [[] for _ in nxt]
-            ep.topk_logprobs += [[] for _ in nxt]
+            parts[i].append(_environment_piece(len(nxt), parts[i][-1][1].shape[1]))
             still.append(i)
         active = still
-    for ep, texts in zip(eps, replies):
+    for ep, texts, pieces in zip(eps, replies, parts):
         ep.text = TURN_SEP.join(texts)
+        if pieces:
+            ep.logprobs, ep.topk_ids, ep.topk_logprobs = (np.concatenate(a) for a in zip(*pieces))
     return eps
 
+
+
+def _policy_piece(s: Sample, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A reply's per-position arrays ([n], [n, k], [n, k]); zeros where the engine returned none."""
+    k = s.topk_ids.shape[1] if len(s.topk_ids) == n else 0
+    lp = s.logprobs if len(s.logprobs) == n else np.zeros(n, np.float32)
+    ids = s.topk_ids if k else np.zeros((n, 0), np.int64)
+    lps = s.topk_logprobs if k else np.zeros((n, 0), np.float32)
+    return lp, ids, lps
+
+
+def _environment_piece(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An environment turn of ``n`` tokens: no behaviour log-prob, no top-k (id 0 at -1e9, as padding)."""
+    return np.zeros(n, np.float32), np.zeros((n, k), np.int64), np.full((n, k), -1e9, np.float32)

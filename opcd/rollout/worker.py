@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from opcd.rollout.engine import Sample, make_llm, reload_weights, sample, seed_engine
+from opcd.engine import Sample, make_llm, reload_weights, sample, seed_engine
 
 
 class RolloutWorker:

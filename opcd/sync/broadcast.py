@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from opcd.engine import retie_embeddings
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -120,8 +122,6 @@ def engine_join(worker, host: str, port: int, base_rank: int, world: int, backen
 
 def engine_receive(worker, specs: list[TensorSpec], buckets: list[list[int]]) -> None:
     """(in a vLLM worker) Receive every bucket, then reload the weights in place."""
-    from opcd.rollout.engine import retie_embeddings
-
     device = next(worker.model_runner.get_model().parameters()).device
     named = receive_buckets(worker.opcd_sync_group, specs, buckets, device)
     worker.reload_weights(weights_iterator=iter(named))

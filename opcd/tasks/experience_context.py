@@ -1,7 +1,8 @@
-"""An experience file as the teacher's context: what ``TaskConfig.experience_file`` does to a task's data.
+"""An experience file as the teacher's context: what ``task.experience_file`` does to a task's data.
 
-``load_task`` calls :func:`with_experience` when ``task.experience_file`` is set. The rule is the same
-for every task, so a task needs no code of its own to take an experience:
+``load_task`` calls :func:`with_experience` when ``task.experience_file`` is set (``python -m
+opcd.experience`` writes such a file). The rule is the same for every task, so a task needs no code
+of its own to take an experience:
 
 * training records: every record except *retain* ones gets the experience as its context (retain
   records anchor *other* behaviours with their own contexts, which must stay as they are);
@@ -16,14 +17,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from opcd.tasks.records import DatasetError
+
 EXPERIENCE_KIND = "experience"  # context_kind of evaluation records that carry the experience
 
 
 def read_experience_file(path: str) -> str:
     """The experience text of ``path``; trailing newlines are dropped (an editor's final newline would
     otherwise become part of the teacher's context). Raises DatasetError if missing or empty."""
-    from opcd.tasks.records import DatasetError
-
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"task.experience_file {path!r} does not exist; write one with python -m opcd.experience "

@@ -21,6 +21,7 @@ import string
 
 from opcd.tasks import tables
 from opcd.tasks.records import DatasetError
+from opcd.tasks.task_data import TaskData
 
 DEFAULT_TEMPLATE = "Premise: {premise}\nHypothesis: {hypothesis}\nAnswer:"
 DEFAULT_LABEL_WORDS = ["entailment", "not_entailment"]
@@ -155,8 +156,6 @@ def build(train_rows: tables.Rows, eval_rows: tables.Rows | None, template: str 
 
 def load(cfg):
     """``load_task`` for ``task.name=fewshot`` (rows from task.train_file/eval_file or task.dataset)."""
-    from opcd.tasks import TaskData
-
     # A template given on the command line cannot hold a real newline: read a typed "\n" as one.
     template = (cfg.template or DEFAULT_TEMPLATE).replace("\\n", "\n")
     train, evals = build(tables.split_rows(cfg, "train"), tables.split_rows(cfg, "eval"), template=template,

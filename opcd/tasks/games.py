@@ -23,6 +23,7 @@ from collections import deque
 from pathlib import Path
 
 from opcd.tasks.tables import read_context, record, with_and_without
+from opcd.tasks.task_data import TaskData
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 GAMES = ("frozenlake", "sokoban")
@@ -248,8 +249,6 @@ def levels(game: str, size: int, n: int, seed: int, max_moves: int, skip: set[st
 def load(cfg):
     """TaskData for ``cfg.name`` in GAMES: seeded train levels, disjoint test levels with and without the
     experience text (``task.context_file`` / ``task.context``, default ``prompts/<game>.txt``)."""
-    from opcd.tasks import TaskData
-
     if cfg.max_turns < 1:
         raise ValueError(f"task.max_turns must be >= 1 for {cfg.name}, got {cfg.max_turns}")
     context = read_context(cfg, (PROMPTS / f"{cfg.name}.txt").read_text().strip())

@@ -26,6 +26,7 @@ from functools import lru_cache
 
 from opcd.tasks import tables
 from opcd.tasks.records import DatasetError
+from opcd.tasks.task_data import TaskData
 
 DEFAULT_QUESTION, DEFAULT_ANSWER = "question", "answer"
 MATH_VERIFY_HINT = "pip install math-verify (or pip install -e '.[math]')"
@@ -165,8 +166,6 @@ def records(rows: tables.Rows, context: str, question_column: str = DEFAULT_QUES
 def load(cfg):
     """``load_task`` for ``task.name=math``: training records with the experience as context, and
     evaluation records with and without it (``context_kind`` experience / none, group ``distilled``)."""
-    from opcd.tasks import TaskData
-
     if _math_verify() is None:
         print(f"[opcd] math: math-verify is not installed, using the numeric fallback verifier ({MATH_VERIFY_HINT})")
     context = tables.read_context(cfg)

@@ -38,14 +38,19 @@ def validate_record(rec, where: str) -> dict:
 def iter_jsonl(path: str):
     """``(location "file:line", object)`` for every non-blank line of a JSONL file.
 
-    Raises DatasetError naming the file and line for a missing file, malformed JSON or a line that
-    is not a JSON object.
+    Raises DatasetError naming the file and line (counted from 1) for a missing file, invalid UTF-8,
+    malformed JSON or a line that is not a JSON object.
     """
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"dataset file {path!r} does not exist")
-    with p.open() as f:
-        for i, line in enumerate(f, 1):
+    with p.open("rb") as f:  # bytes, decoded line by line: a bad byte is reported at its line, not its buffer offset
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"{path}:{i}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} "
+                                   "of the line); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -60,20 +65,31 @@ def iter_jsonl(path: str):
 
 def load_jsonl(path: str) -> list[dict]:
     """Read and validate a JSONL dataset. Raises DatasetError on the first bad line or if empty."""
-    out = [validate_record(rec, where) for where, rec in iter_jsonl(path)]
+    out = []
+    for where, rec in iter_jsonl(path):
+        r = validate_record(rec, where)
+        r["metadata"].setdefault("row", where)  # the location later errors name (e.g. an over-long record)
+        out.append(r)
     if not out:
         raise DatasetError(f"dataset {path!r} is empty; it needs at least one record")
     return out
 
 
 def check_lengths(records: list[dict], lengths: list[int], max_len: int, policy: str, what: str) -> list[dict]:
-    """Apply the too-long policy: ``refuse`` (raise with the count) or ``skip`` (drop, and say so)."""
+    """Apply the too-long policy: ``refuse`` (raise with the count) or ``skip`` (drop, and say so).
+
+    The refusal names the first offending record by its file location (``metadata.row``, e.g.
+    ``data.jsonl:12``) when it has one, else by its position among ``records``, counted from 1.
+    """
     bad = [i for i, n in enumerate(lengths) if n > max_len]
     if not bad:
         return records
     if policy == "refuse":
+        first = records[bad[0]]
+        where = (first.get("metadata") or {}).get("row") if isinstance(first, dict) else None
+        where = where or f"row {bad[0] + 1}"
         raise DatasetError(f"{len(bad)} of {len(records)} {what} records exceed the model's maximum length "
-                           f"({max_len} tokens; first offending row {bad[0]}, {lengths[bad[0]]} tokens). "
+                           f"({max_len} tokens; first offending: {where}, {lengths[bad[0]]} tokens). "
                            "Shorten them, raise model.max_model_len, or set task.too_long=skip")
     if policy == "skip":
         print(f"[opcd] skipping {len(bad)} of {len(records)} {what} records longer than {max_len} tokens")

@@ -30,6 +30,7 @@ import re
 from typing import Callable
 
 from opcd.tasks.sysprompt_data import EVAL_PROMPTS, FACTS, TRAIN_PROMPTS
+from opcd.tasks.task_data import TaskData
 
 SYSTEM_PROMPTS = {
     "french": "Always reply in French, whatever language the user writes in.",
@@ -138,3 +139,14 @@ def eval_records(distill: str = "french", others: list[str] = (), n: int | None 
         for kind in ("system", "none") if others_without else ("system",):
             out += [_record(p, name, kind, "other", "eval") for p in prompts]
     return out + (fact_records() if facts else [])
+
+
+def load(cfg):
+    """``load_task`` for ``task=sysprompt`` (``opcd.config.SyspromptTaskConfig``): the distilled prompt's
+    training records; periodic evaluation of it with and without its system prompt, the others with theirs."""
+    others = list(cfg.other_prompts)
+    check_names(cfg.distill_prompt, others)
+    detect_language("hello world")  # fail now (with the pip command) if langdetect is missing
+    train = train_records(cfg.distill_prompt, cfg.train_size, others, cfg.retain_ratio)
+    evals = eval_records(cfg.distill_prompt, others, n=cfg.eval_n_per_rule, facts=True)
+    return TaskData(train, evals, verify)

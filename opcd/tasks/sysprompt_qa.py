@@ -22,6 +22,7 @@ from pathlib import Path
 
 from opcd.tasks import tables
 from opcd.tasks.records import DatasetError
+from opcd.tasks.task_data import TaskData
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 TASKS = ("medical_qa", "safety")
@@ -141,14 +142,12 @@ def records(task: str, rows: tables.Rows, context: str, question_column: str, an
 def load(cfg):
     """``load_task`` for ``task.name`` medical_qa | safety: training records with the system prompt as
     context, evaluation records with and without it (``context_kind`` system / none, group ``distilled``)."""
-    from opcd.tasks import TaskData
-
     task = cfg.name
     context = tables.read_context(cfg, default=system_prompt(task))
     question_default, answer_default, options_default = DEFAULTS[task]
     cols = dict(question_column=cfg.question_column or question_default,
                 answer_column=cfg.answer_column or answer_default,
-                option_columns=list(cfg.option_columns) or options_default)
+                option_columns=(list(cfg.option_columns) if task == "medical_qa" else []) or options_default)
     train = tables.first(records(task, tables.split_rows(cfg, "train"), context, **cols), cfg.train_size)
     for rec in train:
         rec["metadata"].update(group="distilled", context_kind="system")

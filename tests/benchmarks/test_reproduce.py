@@ -8,8 +8,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def rep(benchmark_module):
-    return benchmark_module("reproduce")
+def rep():
+    from benchmarks import reproduce
+
+    return reproduce
 
 
 def _rows(acc_x, acc_c, harm, ood):

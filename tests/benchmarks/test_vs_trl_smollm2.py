@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import benchmarks.vs_trl_smollm2 as B
+import benchmarks.vs_trl_smollm2_report as R
+from benchmarks.common import timing
+from benchmarks.common import trl_sdft as T
 from opcd import config as C
 from opcd.eval.sysprompt import NONE, proportion
 
 REPO = Path(__file__).resolve().parents[2]
 C.register_configs()
-
-
-@pytest.fixture(scope="module")
-def B(benchmark_module):
-    return benchmark_module("vs_trl_smollm2")
 
 
 def _compose(overrides):
@@ -32,7 +31,7 @@ def _compose(overrides):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["opcd", "opcd_nca"])
 @pytest.mark.parametrize("quick", [False, True])
-def test_opcd_command_composes_to_the_shared_job(B, method, quick, tmp_path):
+def test_opcd_command_composes_to_the_shared_job(method, quick, tmp_path):
     s = B.quick_settings() if quick else B.full_settings()
     cmd = B.opcd_command(method, s, tmp_path / "run")
     assert cmd[:3] == [sys.executable, "-m", "opcd.train"]
@@ -52,7 +51,7 @@ def test_opcd_command_composes_to_the_shared_job(B, method, quick, tmp_path):
     assert cfg.eval_every == 0
 
 
-def test_full_settings_match_the_issue(B):
+def test_full_settings_match_the_issue():
     s = B.full_settings()
     assert (s.steps, s.prompts_per_step, s.max_tokens, s.temperature, s.lr) == (95, 8, 64, 1.0, 2e-5)
     assert s.model.endswith("SmolLM2-135M-Instruct") and s.save_every == 24
@@ -65,7 +64,7 @@ def test_full_settings_match_the_issue(B):
     assert "steps=190" in cmd and "save_every=48" in cmd and B.trl_job(s, Path("x"))["steps"] == 95
 
 
-def test_preset_alone_is_the_same_job(B):
+def test_preset_alone_is_the_same_job():
     """`python -m opcd.train experiment=smollm2_french` without the benchmark's overrides."""
     cfg = _compose(["experiment=smollm2_french"])
     s = B.full_settings()
@@ -75,13 +74,13 @@ def test_preset_alone_is_the_same_job(B):
     assert cfg.save_every == 24 and cfg.keep_checkpoints == 0
 
 
-def test_trl_job_and_config(B, tmp_path):
+def test_trl_job_and_config(tmp_path):
     pytest.importorskip("trl")
     s = B.quick_settings(steps=5)
     job = B.trl_job(s, tmp_path)
     assert len(job["prompts"]) == s.train_size and job["context"].startswith("Always reply in French")
     json.dumps(job)  # goes to the worker as a file
-    cfg = B.trl_config(job)
+    cfg = T.trl_config(job)
     assert cfg.distillation_mode == "full_logits" and cfg.distillation_alpha == 1.0
     assert cfg.teacher_model_kind == "base" and not cfg.use_vllm
     assert cfg.per_device_train_batch_size == s.prompts_per_step and cfg.num_generations == 1
@@ -91,12 +90,12 @@ def test_trl_job_and_config(B, tmp_path):
     assert cfg.weight_decay == 0.0 and cfg.max_grad_norm == 1.0 and cfg.optim == "adamw_torch"
     assert cfg.max_steps == 5 and cfg.save_steps == s.save_every == 3 and not cfg.save_only_model
     assert cfg.use_cpu and cfg.report_to in ([], "none", ["none"])
-    rows = B.trl_dataset_rows(job)
+    rows = T.dataset_rows(job)
     assert rows[0]["prompt"] == [{"role": "user", "content": job["prompts"][0]}]
     assert rows[0]["privileged_context"] == job["context"]
 
 
-def test_both_trainers_see_identical_prompts(B):
+def test_both_trainers_see_identical_prompts():
     """TRL tokenises conversations with the chat template like opcd.chat.encode_prompt does: the
     student turn alone, and (with the benchmark's builder) the context as the system message."""
     from opcd.chat import encode_prompt
@@ -105,7 +104,7 @@ def test_both_trainers_see_identical_prompts(B):
 
     tok = load_tokenizer(str(ASSETS / "toy-model"))
     job = {"prompts": ["How do I cook rice so it is not sticky?"], "context": "Always reply in French."}
-    row = B.trl_dataset_rows(job)[0]
+    row = T.dataset_rows(job)[0]
 
     def trl_tokenize(conv):  # SDFTTrainer._tokenize_prompts
         return tok.apply_chat_template(conversation=[conv], add_generation_prompt=True, tokenize=True,
@@ -113,12 +112,12 @@ def test_both_trainers_see_identical_prompts(B):
 
     p, c = job["prompts"][0], job["context"]
     assert trl_tokenize(row["prompt"]) == encode_prompt(tok, p)
-    assert trl_tokenize(B.system_message_prompt(row["prompt"], c)) == encode_prompt(tok, p, c)
+    assert trl_tokenize(T.system_message_prompt(row["prompt"], c)) == encode_prompt(tok, p, c)
     stock = [{"role": "user", "content": f"{p}\n\n{c}"}]  # SDFT's default teacher_prompt_template
     assert trl_tokenize(stock) != encode_prompt(tok, p, c)
 
 
-def test_eval_spec(B):
+def test_eval_spec():
     s = B.quick_settings()
     runs = {"trl": {"checkpoints": [{"step": 2, "path": "/t/2"}, {"step": 3, "path": "/t/3"}]},
             "opcd": {"checkpoints": [{"step": 2, "path": "/o/2"}, {"step": 3, "path": "/o/3"}]}}
@@ -162,7 +161,7 @@ def _trl_run(t0, step_s, ckpt_times):
 
 
 @pytest.fixture
-def synthetic(B):
+def synthetic():
     s = B.quick_settings(steps=4)
     runs = {"trl": _trl_run(1000.0, [20.0, 16.0, 16.0, 16.0], [(2, 60.0), (4, 95.0)]),
             "opcd": _opcd_run(5000.0, [9.0, 7.0, 7.0, 7.0], [(2, 80.0), (4, 95.0)]),
@@ -175,24 +174,24 @@ def synthetic(B):
     return s, runs, evals
 
 
-def test_timing_summaries(B, synthetic):
+def test_timing_summaries(synthetic):
     s, runs, _ = synthetic
-    trl = B.timing_summary("trl", runs["trl"])
+    trl = timing.timing_summary("trl", runs["trl"])
     assert trl["steps"] == 4 and trl["s_per_step"] == pytest.approx(16.0)  # the warm-up step is left out
     assert trl["startup_s"] == pytest.approx(20.0) and trl["wall_s"] == pytest.approx(93.0)
     assert trl["phases"]["rollout"]["tokens_per_s"] == pytest.approx(80.0)
     assert trl["phases"]["teacher"]["tokens_per_s"] == pytest.approx(400.0)
     assert trl["phases"]["learner"]["s_per_step"] == pytest.approx(8.0)
-    op = B.timing_summary("opcd", runs["opcd"])
+    op = timing.timing_summary("opcd", runs["opcd"])
     assert op["s_per_step"] == pytest.approx(7.0) and op["startup_s"] == pytest.approx(60.0)
     assert op["phases"]["rollout"]["tokens_per_s"] == pytest.approx(256.0)
     assert op["phases"]["learner"]["tokens_per_s"] == pytest.approx(128.0)
     assert op["phases"]["sync"]["s_per_step"] == pytest.approx(0.5)
 
 
-def test_report_targets_and_files(B, synthetic, tmp_path):
+def test_report_targets_and_files(synthetic, tmp_path):
     s, runs, evals = synthetic
-    report = B.build_report(s, runs, evals, {"date": "2026-01-01", "cpu": "2 cores"})
+    report = R.build_report(s, runs, evals, {"date": "2026-01-01", "cpu": "2 cores"})
     opcd = report["methods"]["opcd"]
     assert [p["step"] for p in opcd["curve"]] == [0, 2, 4] and opcd["curve"][1]["t"] == pytest.approx(80.0)
     assert opcd["curve"][0]["rate"]["rate"] == 0.0  # the base model at t = 0
@@ -206,7 +205,7 @@ def test_report_targets_and_files(B, synthetic, tmp_path):
     assert t["opcd: ... and beats TRL's final rate"]["met"] is True  # 40% > TRL's 30%
     assert t["opcd_nca: other prompts' with-prompt rates drop less than under TRL"]["met"] is True
 
-    paths = B.write_outputs(report, tmp_path / "out", png=False)  # the PNG: test_png (needs matplotlib)
+    paths = R.write_outputs(report, tmp_path / "out", png=False)  # the PNG: test_png (needs matplotlib)
     assert "png" not in paths and not (tmp_path / "out" / "vs_trl_smollm2.png").exists()
     data = json.loads(paths["json"].read_text())
     assert set(data["methods"]) == {"trl", "opcd", "opcd_nca"} and data["settings"]["steps"] == 4
@@ -215,22 +214,69 @@ def test_report_targets_and_files(B, synthetic, tmp_path):
     assert "french w/o prompt" in md and "55.0% [" in md and "NOT met" in md and "system message" in md
 
 
-def test_png(B, synthetic, tmp_path):
+def test_png(synthetic, tmp_path):
     pytest.importorskip("matplotlib")  # the `bench` extra
     s, runs, evals = synthetic
-    paths = B.write_outputs(B.build_report(s, runs, evals), tmp_path / "out")
+    paths = R.write_outputs(R.build_report(s, runs, evals), tmp_path / "out")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    B.plot(B.build_report(s, {"opcd": runs["opcd"]}, evals), tmp_path / "no_trl.png")  # no TRL line
+    R.plot(R.build_report(s, {"opcd": runs["opcd"]}, evals), tmp_path / "no_trl.png")  # no TRL line
 
 
-def test_report_without_trl(B, synthetic):
+def _trl_vllm_run(t0, step_s, ckpt_times):
+    """A ``trl_vllm`` record: the worker's config event, and the weight sync timed inside generation."""
+    rec = _trl_run(t0, step_s, ckpt_times)
+    rec["rows"].insert(1, {"event": "config", "time": t0 + 6, "generation": "vllm_colocate", "use_vllm": True,
+                           "vllm_mode": "colocate", "trl": "1.16.0", "vllm": "0.31.0"})
+    for r in rec["rows"]:
+        if r["event"] == "step":
+            r.update(rollout_s=3.0, sync_s=1.0)
+    return rec
+
+
+def test_report_against_the_faster_trl_configuration(synthetic, tmp_path):
     s, runs, evals = synthetic
-    report = B.build_report(s, {"opcd": runs["opcd"]}, evals)
+    runs = {"trl_vllm": _trl_vllm_run(3000.0, [14.0, 10.0, 10.0, 10.0], [(2, 40.0), (4, 70.0)]), **runs}
+    evals = {**evals, "trl_vllm/step_2": {"rates": _rates(0, 0.05, 0, 0)},
+             "trl_vllm/step_4": {"rates": _rates(0.55, 0.20, 0.60, 0.20)}}
+    report = R.build_report(s, runs, evals)
+    v, hf = report["methods"]["trl_vllm"], report["methods"]["trl"]
+    assert v["trl_config"] == {"generation": "vllm_colocate", "use_vllm": True, "vllm_mode": "colocate",
+                               "trl": "1.16.0", "vllm": "0.31.0"}
+    assert hf["trl_config"] == {"generation": "hf_generate"}  # a record without a config event
+    assert "trl_config" not in report["methods"]["opcd"]
+    ph = v["timing"]["phases"]  # the sync is taken out of the rollout
+    assert ph["rollout"]["s_per_step"] == pytest.approx(2.0) and ph["sync"]["s_per_step"] == pytest.approx(1.0)
+    assert "sync" not in hf["timing"]["phases"]
+    assert report["trl_reference"] == "trl_vllm"  # 10 s/step against HF generate's 16
+    t = report["targets"]
+    assert t["opcd: steps/s vs TRL (>= 2x)"]["value"] == pytest.approx(10 / 7) and not t["opcd: steps/s vs TRL (>= 2x)"]["met"]
+    assert t["opcd: ... and beats TRL's final rate"]["trl"] == pytest.approx(0.20, abs=0.01)
+    md = R.markdown(report)
+    assert "| TRL SDFTTrainer, vLLM colocate | 10.00 |" in md and "| TRL SDFTTrainer, vLLM colocate | 2.00 |" in md
+    assert "vLLM 0.31.0" in md and "faster TRL configuration: TRL SDFTTrainer, vLLM colocate." in md
+    # Slower vLLM: HF generate stays the reference.
+    runs["trl_vllm"] = _trl_vllm_run(3000.0, [30.0, 20.0, 20.0, 20.0], [(2, 40.0), (4, 70.0)])
+    assert R.build_report(s, runs, evals)["trl_reference"] == "trl"
+
+
+def test_trl_configurations_on_the_command_line(tmp_path):
+    assert B.parse_args([]).methods == "trl,opcd,opcd_nca"  # trl_vllm only when asked for
+    assert {"trl", "trl_vllm"} <= set(B.METHODS)
+    s = B.quick_settings(steps=5)
+    assert B.trl_job(s, tmp_path, "trl_vllm")["generation"] == "vllm_colocate"
+    assert B.trl_job(s, tmp_path)["generation"] == "hf_generate"
+    s.opcd_steps = 9
+    assert s.steps_for("trl_vllm") == s.steps_for("trl") == 5 and s.steps_for("opcd") == 9
+
+
+def test_report_without_trl(synthetic):
+    s, runs, evals = synthetic
+    report = R.build_report(s, {"opcd": runs["opcd"]}, evals)
     assert report["targets"] == {}
-    assert "opcd (OPCD)" in B.markdown(report)
+    assert "opcd (OPCD)" in R.markdown(report)
 
 
-def test_missing_packages_are_named_before_training(B, monkeypatch):
+def test_missing_packages_are_named_before_training(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in ("trl", "gguf") else real(n, *a))
     assert B.missing_packages(["trl", "opcd"], convert=True)[-2:] == ["trl", "gguf"]

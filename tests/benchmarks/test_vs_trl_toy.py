@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import benchmarks.bench_vs_trl_toy as B
+import benchmarks.vs_trl_toy_report as R
+from benchmarks.common import trl_sdft as T
 from opcd import config as C
 
 REPO = Path(__file__).resolve().parents[2]
 C.register_configs()
-
-
-@pytest.fixture(scope="module")
-def B(benchmark_module):
-    return benchmark_module("bench_vs_trl_toy")
 
 
 def _compose(overrides):
@@ -28,7 +26,7 @@ def _compose(overrides):
 # ---------------------------------------------------------------------------------------------
 # Assembly
 # ---------------------------------------------------------------------------------------------
-def test_defaults_and_flags(B):
+def test_defaults_and_flags():
     s = B.settings_from_args(B.parse_args([]))
     assert (s.steps, s.prompts_per_step, s.max_tokens, s.temperature, s.lr) == (60, 16, 16, 1.0, 3e-4)
     assert s.model.endswith("toy-model") and not s.quick and s.eval_n_per_rule == 100
@@ -45,13 +43,13 @@ def test_defaults_and_flags(B):
         B.main(["--methods", "trl,nope"])
 
 
-def test_opcd_command_composes_to_the_shared_job(B, tmp_path):
+def test_opcd_command_composes_to_the_shared_job(tmp_path):
     s = B.Settings(steps=7, prompts_per_step=8, lr=1e-4)
     cmd = B.opcd_command(s, tmp_path / "run")
     assert cmd[:3] == [sys.executable, "-m", "opcd.train"] and cmd[-1] == f"hydra.run.dir={tmp_path / 'run'}"
     cfg = _compose(cmd[3:-1])
     assert cfg.experiment == "toy_opcd" and cfg.algo.name == "opcd" and cfg.task.name == "toy_rules"
-    assert list(cfg.task.distill_rules) == [B.DISTILLED] and cfg.task.context_kind == "system"
+    assert list(cfg.task.distill_rules) == [R.DISTILLED] and cfg.task.context_kind == "system"
     assert cfg.task.retain_ratio == 0  # like for like with SDFT (no retain prompts)
     # The settings TRL gets too:
     assert cfg.model.path == s.model and cfg.model.teacher_path is None  # frozen initial model as teacher
@@ -67,16 +65,16 @@ def test_opcd_command_composes_to_the_shared_job(B, tmp_path):
     assert overlap.rollout.overlap and overlap.task == cfg.task and overlap.algo == cfg.algo
 
 
-def test_trl_job_and_config(B, tmp_path):
+def test_trl_job_and_config(tmp_path):
     pytest.importorskip("trl")
     s = B.Settings(steps=5)
     job = B.trl_job(s, tmp_path)
     assert len(job["prompts"]) == len(job["contexts"]) == 4096
     from opcd.tasks.toy_world import get_rule
 
-    assert set(job["contexts"]) <= set(get_rule(B.DISTILLED).descriptions)
+    assert set(job["contexts"]) <= set(get_rule(R.DISTILLED).descriptions)
     json.dumps(job)  # goes to the worker as a file
-    cfg = B.S2.trl_config(job)
+    cfg = T.trl_config(job)
     assert cfg.distillation_mode == "full_logits" and cfg.distillation_alpha == 1.0
     assert cfg.teacher_model_kind == "base" and not cfg.use_vllm and cfg.num_loss_tokens_to_skip == 0
     assert cfg.per_device_train_batch_size == 16 and cfg.num_generations == 1 and cfg.generation_batch_size == 16
@@ -84,27 +82,27 @@ def test_trl_job_and_config(B, tmp_path):
     assert cfg.learning_rate == pytest.approx(3e-4) and cfg.lr_scheduler_type == "constant" and cfg.warmup_steps == 0
     assert cfg.weight_decay == 0.0 and cfg.max_grad_norm == 1.0 and cfg.max_steps == 5 and cfg.save_steps == 5
     assert job["threads"] == s.threads
-    rows = B.S2.trl_dataset_rows(job)
+    rows = T.dataset_rows(job)
     assert rows[3] == {"prompt": [{"role": "user", "content": job["prompts"][3]}],
                        "privileged_context": job["contexts"][3]}
 
 
-def test_both_trainers_see_identical_prompts(B):
+def test_both_trainers_see_identical_prompts():
     """TRL's tokenisation (SDFTTrainer._tokenize_prompts) of the student row and of the teacher prompt
     built by the benchmark's context builder equals opcd's rendering of the same record."""
-    from opcd.loop import render
+    from opcd.phases import render
     from opcd.modeling import load_tokenizer
 
     tok = load_tokenizer(B.Settings().model)
     recs = B.training_records(B.Settings())[:5]
-    rows = B.S2.trl_dataset_rows({"prompts": [r["prompt"] for r in recs], "contexts": [r["context"] for r in recs]})
+    rows = T.dataset_rows({"prompts": [r["prompt"] for r in recs], "contexts": [r["context"] for r in recs]})
 
     def trl_tokenize(convs):
         return tok.apply_chat_template(conversation=convs, add_generation_prompt=True, tokenize=True,
                                        return_dict=True)["input_ids"]
 
     assert trl_tokenize([r["prompt"] for r in rows]) == render(tok, recs, False)
-    teacher = [B.S2.system_message_prompt(r["prompt"], r["privileged_context"]) for r in rows]
+    teacher = [T.system_message_prompt(r["prompt"], r["privileged_context"]) for r in rows]
     assert trl_tokenize(teacher) == render(tok, recs, True)
 
 
@@ -139,17 +137,17 @@ def _opcd_run(t0, step_s, lens):
             "checkpoints": [{"step": len(step_s), "path": "/o/step_4", "time": t0 + 85}]}
 
 
-def test_report_and_files(B, tmp_path):
+def test_report_and_files(tmp_path):
     s = B.Settings(steps=4, prompts_per_step=16)
     runs = {"trl": _trl_run(1000.0, [3.0, 2.0, 2.5, 2.0], [96, 80, 80, 80]),
             "opcd": _opcd_run(5000.0, [1.5, 0.5, 1.0, 0.5], [6.0, 5.0, 5.0, 5.0])}
-    assert B.step_series("opcd", {**runs["opcd"], "prompts_per_step": 16})[1] == [96.0, 80.0, 80.0, 80.0]
+    assert R.step_series("opcd", {**runs["opcd"], "prompts_per_step": 16})[1] == [96.0, 80.0, 80.0, 80.0]
     evals = {"base": {"accuracy": _table(0.02, 1.0, 1.0)}, "trl": {"accuracy": _table(0.60, 0.9, 0.5)},
              "opcd": {"accuracy": _table(0.95, 1.0, 0.7)}}
     spec = B.eval_spec(s, runs)
     assert spec == [{"label": "base", "path": s.model}, {"label": "trl", "path": "/t/ck"},
                     {"label": "opcd", "path": "/o/step_4"}]
-    report = B.build_report(s, runs, evals, {"date": "2026-01-01", "cpu": "2 cores", "packages": {"trl": "1.16"},
+    report = R.build_report(s, runs, evals, {"date": "2026-01-01", "cpu": "2 cores", "packages": {"trl": "1.16"},
                                                  "loadavg": 1.25})
     t, o = report["methods"]["trl"], report["methods"]["opcd"]
     assert t["timing"]["median_s_per_step"] == pytest.approx(2.25) and o["timing"]["median_s_per_step"] == 0.75
@@ -160,7 +158,7 @@ def test_report_and_files(B, tmp_path):
     assert (o["distilled_none"], o["distilled_system"]) == (0.95, 1.0) and o["others_system"] == pytest.approx(0.7)
     assert report["base"]["distilled_none"] == 0.02
 
-    paths = B.write_outputs(report, tmp_path / "r" / "vs_trl_toy.json", tmp_path / "vs_trl_toy.md")
+    paths = R.write_outputs(report, tmp_path / "r" / "vs_trl_toy.json", tmp_path / "vs_trl_toy.md")
     assert json.loads(paths["json"].read_text())["methods"]["opcd"]["timing"]["steps"] == 4
     md = paths["md"].read_text()
     assert md.startswith("### End to end against TRL on the toy model\n")
@@ -170,11 +168,30 @@ def test_report_and_files(B, tmp_path):
     assert "retain_ratio=0" in md and "system message" in md and "opcd / TRL: 3.00x" in md and "lr 0.0003" in md and "load average 1.2" in md
 
 
-def test_report_with_a_missing_evaluation(B):
+def test_step_rates_against_the_faster_trl_configuration(tmp_path):
+    s = B.Settings(steps=4, prompts_per_step=16)
+    vllm = _trl_run(3000.0, [1.0, 1.0, 1.5, 1.0], [96, 80, 80, 80])
+    vllm["rows"].insert(1, {"event": "config", "time": 3006.0, "generation": "vllm_colocate", "use_vllm": True,
+                            "vllm_mode": "colocate", "trl": "1.16.0", "vllm": "0.31.0"})
+    runs = {"trl": _trl_run(1000.0, [3.0, 2.0, 2.5, 2.0], [96, 80, 80, 80]), "trl_vllm": vllm,
+            "opcd": _opcd_run(5000.0, [1.5, 0.5, 1.0, 0.5], [6.0, 5.0, 5.0, 5.0])}
+    report = R.build_report(s, runs, {})
+    assert report["trl_reference"] == "trl_vllm" and report["methods"]["trl_vllm"]["trl_config"]["use_vllm"]
+    assert report["methods"]["trl"]["trl_config"] == {"generation": "hf_generate"}
+    assert report["speedup_vs_trl"] == {"opcd": pytest.approx(1.0 / 0.75)}  # TRL configs are not compared to TRL
+    md = R.markdown(report)
+    assert "| TRL SDFTTrainer, vLLM colocate | 1.00 |" in md and "vLLM 0.31.0" in md
+    assert "Step rate opcd / TRL SDFTTrainer, vLLM colocate: 1.33x." in md
+    paths = R.write_outputs(report, tmp_path / "vs_trl_toy.json", tmp_path / "vs_trl_toy.md")
+    assert json.loads(paths["json"].read_text())["methods"]["trl_vllm"]["trl_config"]["generation"] == "vllm_colocate"
+    assert B.parse_args([]).methods == "trl,opcd,opcd_overlap" and "trl_vllm" in B.METHODS
+
+
+def test_report_with_a_missing_evaluation():
     s = B.quick_settings()
-    report = B.build_report(s, {"opcd": _opcd_run(0.0, [1.0, 1.0], [5.0, 5.0])}, {})
+    report = R.build_report(s, {"opcd": _opcd_run(0.0, [1.0, 1.0], [5.0, 5.0])}, {})
     assert report["base"] is None and report["methods"]["opcd"]["accuracy"] is None
-    assert "(--quick smoke run" in B.markdown(report) and "| opcd (OPCD) | 1.00 | 80 | – |" in B.markdown(report)
+    assert "(--quick smoke run" in R.markdown(report) and "| opcd (OPCD) | 1.00 | 80 | – |" in R.markdown(report)
 
 
 # ---------------------------------------------------------------------------------------------

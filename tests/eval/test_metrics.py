@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from opcd.eval.metrics import Result, accuracies, paired, topk_agreement_kl
+from opcd.eval.metrics import Result, accuracies, paired, per_prompt, topk_agreement_kl
 
 
 def _r(prompt, kind, correct, length, group="distilled", rule="reverse"):
@@ -39,6 +39,26 @@ def test_harm_is_absent_without_right_no_context_answers():
     rows = [_r("a", "none", False, 1), _r("a", "system", True, 1)]
     m = paired(rows)
     assert "eval/distilled/harm_system" not in m and m["eval/distilled/both_correct_system"] == 0.0
+
+
+def test_paired_pairs_sample_j_with_sample_j():
+    # One prompt, 2 samples each way: without context right then wrong; with context wrong then right.
+    rows = [_r("a", "none", True, 2), _r("a", "none", False, 2), _r("a", "system", False, 6), _r("a", "system", True, 2)]
+    for i, r in enumerate(rows):
+        r.sample = i % 2
+    m = paired(rows)
+    assert m["eval/distilled/harm_system"] == 1.0  # sample 0: right without, wrong with
+    assert m["eval/distilled/both_correct_system"] == 0.0
+    assert m["eval/distilled/delta_len_system"] == pytest.approx(4 / 2 - 1)
+
+
+def test_per_prompt_groups_prompt_major_samples():
+    rows = [_r("a", "none", c, 1) for c in (True, False, False, True, True, False)]
+    for i, r in enumerate(rows):
+        r.sample = i % 3
+    assert per_prompt(rows) == [[True, False, False], [True, True, False]]
+    assert per_prompt(_results()[:3]) == [[True], [True], [True]]  # one sample each
+    assert per_prompt([]) == []
 
 
 def test_agreement_kl_zero_for_equal_and_known_value():

@@ -2,9 +2,16 @@
 import pytest
 
 from opcd.chat import encode_prompt
-from opcd.eval.toy import accuracy_table, evaluate, format_table
+from opcd.engine import Sample
+from opcd.eval.evaluator import EvalSettings, verify_answers
+from opcd.eval.toy import evaluate, format_table, table_of, verify_record
 from opcd.rollout.worker import split_evenly
 from opcd.tasks.toy_world import generate
+
+
+def accuracy_table(records, responses):
+    """The toy table of ready responses, through the shared evaluator's verification step."""
+    return table_of(verify_answers(records, [Sample([], [], text=t) for t in responses], verify_record))
 
 
 def _rec(rule, kind, answer):
@@ -44,7 +51,7 @@ def test_accuracy_table_macro_not_micro():
     assert table["mean"]["none"] == pytest.approx(0.5)  # pooled would be 0.9
 
 
-def test_accuracy_table_length_mismatch():
+def test_accuracy_table_length_mismatch():  # one answer for ten records
     with pytest.raises(ValueError):
         accuracy_table([r for r, _ in ROWS], ["x"])
 
@@ -71,12 +78,13 @@ def test_evaluate_renders_prompts_with_context(tok):
     recs = generate("test", rules=["reverse", "upper"], n_per_rule=3, seed=0)
     seen = []
 
-    def fake_generate(prompts):
+    def fake_generate(records, prompts, sampling):
         seen.extend(prompts)
+        assert sampling == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 7, "n": 1}  # greedy
         # Perfect with context, wrong without.
-        return [r["answer"] if r["context"] else "?" for r in recs]
+        return [Sample(p, [], text=r["answer"] if r["context"] else "?") for r, p in zip(records, prompts)]
 
-    table = evaluate(recs, tok, fake_generate)
+    table = evaluate(fake_generate, tok, recs, EvalSettings(max_tokens=7))
     assert seen == [encode_prompt(tok, r["prompt"], r["context"]) for r in recs]
     for rule in ("reverse", "upper"):
         assert table[rule] == {"system": 1.0, "demos": 1.0, "none": 0.0}

@@ -8,17 +8,19 @@ import pytest
 from omegaconf import OmegaConf
 
 from opcd import config as C
-from opcd.experience.context import EXPERIENCE_KIND, read_experience_file
 from opcd.experience.items import (DEFAULT_PROMPT, LLM_HEADER, Item, Trace, demo_items, fill_template, llm_items,
                                    load_template, render, select_best, truncate)
 from opcd.experience.pipeline import load_problems, run_pipeline
 from opcd.tasks import load_task, toy_world
+from opcd.tasks.experience_context import EXPERIENCE_KIND, read_experience_file
 from opcd.tasks.records import DatasetError
 
 
 def _exp_cfg(**kw):
+    """ExperienceConfig with the task of ``task.name`` (default toy_rules: 64 problems, no retain records)."""
     cfg = OmegaConf.structured(C.ExperienceConfig)
-    cfg.task.retain_ratio, cfg.task.train_size = 0.0, 64
+    name = kw.pop("task.name", "toy_rules")
+    cfg.task = C.ToyRulesTaskConfig(retain_ratio=0.0, train_size=64) if name == "toy_rules" else C.TASK_SCHEMAS[name](name=name)
     for k, v in kw.items():
         OmegaConf.update(cfg, k, v)
     return cfg
@@ -230,8 +232,8 @@ def test_load_task_toy_rules_with_experience_file(tmp_path):
     text = "Examples:\nabcd -> dcba"
     (tmp_path / "e.txt").write_text(text + "\n")
     kw = dict(train_size=8, retain_ratio=1.0, eval_n_per_rule=3)
-    plain = load_task(C.TaskConfig(**kw))
-    data = load_task(C.TaskConfig(**kw, experience_file=str(tmp_path / "e.txt")))
+    plain = load_task(C.ToyRulesTaskConfig(**kw))
+    data = load_task(C.ToyRulesTaskConfig(**kw, experience_file=str(tmp_path / "e.txt")))
     assert len(data.train) == len(plain.train)
     for new, old in zip(data.train, plain.train):
         retain = old["metadata"].get("retain", False)
@@ -250,7 +252,7 @@ def test_load_task_jsonl_with_experience_file(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (tmp_path / "e.txt").write_text("lesson one")
     d = str(tmp_path / "d.jsonl")
-    data = load_task(C.TaskConfig(name="jsonl", train_file=d, eval_file=d, experience_file=str(tmp_path / "e.txt")))
+    data = load_task(C.JsonlTaskConfig(train_file=d, eval_file=d, experience_file=str(tmp_path / "e.txt")))
     assert [r["context"] for r in data.train] == ["lesson one", "lesson one", "keep"]
     assert [(r["prompt"], r["context"], r["metadata"]["context_kind"]) for r in data.eval] == [
         ("p1", "lesson one", EXPERIENCE_KIND), ("p1", "", "none"), ("p2", "", "context"), ("p2", "", "none"),

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from opcd import config as C
-from opcd.experience.context import EXPERIENCE_KIND, read_experience_file
 from opcd.tasks import load_task
+from opcd.tasks.experience_context import EXPERIENCE_KIND, read_experience_file
 
 
 def _cli(*overrides):
@@ -38,6 +38,6 @@ def test_cli_builds_experience_on_toy_model(tmp_path):
     assert all(y == x[::-1] for x, y in (ln.split(" -> ") for ln in lines[1:]))  # correct reverse demos
     # The shipped model cannot reverse without context; its own demonstrations let it.
     assert report["no_context_accuracy"] <= 0.25 and report["chosen_accuracy"] >= 0.5
-    data = load_task(C.TaskConfig(train_size=4, retain_ratio=0.0, eval_n_per_rule=2, experience_file=str(out)))
+    data = load_task(C.ToyRulesTaskConfig(train_size=4, retain_ratio=0.0, eval_n_per_rule=2, experience_file=str(out)))
     assert all(rec["context"] == text for rec in data.train)
     assert {r["context"] for r in data.eval if r["metadata"]["context_kind"] == EXPERIENCE_KIND} == {text}

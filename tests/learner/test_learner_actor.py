@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def learner(tiny_model_dir):
-    from opcd.actors import free_port
+    from opcd.net import free_port
     from opcd.learner.actor import LearnerActor
 
     lc = OmegaConf.structured(LearnerConfig(micro_batch_size=2))
@@ -22,7 +22,7 @@ def learner(tiny_model_dir):
 def _batch(tok, teacher_fill: float):
     from opcd.batch import build_learn_batch
     from opcd.chat import encode_prompt
-    from opcd.rollout.engine import Sample
+    from opcd.engine import Sample
 
     prompts = [encode_prompt(tok, p) for p in ["abc", "hello", "xyz", "qq"]]
     resp = [tok.encode(a, add_special_tokens=False) + [tok.eos_token_id] for a in ["cba", "olleh", "zyx", "qq"]]
@@ -67,7 +67,7 @@ def test_finite_step_lowers_the_loss(learner, tiny_model_dir):
 
 def test_gradient_checkpointing_gives_the_same_step(learner, tiny_model_dir):
     """Recomputing activations in the backward pass trades time for memory, never the math."""
-    from opcd.actors import free_port
+    from opcd.net import free_port
     from opcd.learner.actor import LearnerActor
     from opcd.modeling import load_tokenizer
 

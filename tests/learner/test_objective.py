@@ -114,8 +114,12 @@ def test_learn_batch_empty_slice():
 
 def test_pad_helpers():
     assert pad_2d([[1.0], [2.0, 3.0]], 3, -1.0, torch.float32).tolist() == [[1, -1, -1], [2, 3, -1]]
-    out = pad_3d([[[1.0, 2.0]], [[3.0], [4.0, 5.0]]], 2, 2, 0.0, torch.float32)
-    assert out.tolist() == [[[1, 2], [0, 0]], [[3, 0], [4, 5]]]
+    import numpy as np
+
+    rows = [np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]), np.zeros((0, 0)), [[6.0, 7.0], [8.0, 9.0], [1.0, 1.0]]]
+    out = pad_3d(rows, 2, 2, 0.0, torch.float32)  # fewer positions, fewer top-k columns, empty, too long
+    assert out.tolist() == [[[1, 2], [0, 0]], [[3, 0], [4, 0]], [[0, 0], [0, 0]], [[6, 7], [8, 9]]]
+    assert pad_3d([np.array([[5, 6]])], 1, 2, 0, torch.long).dtype == torch.long
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import random
 import pytest
 
 from opcd.chat import chat_messages, encode_answer, encode_prompt
-from opcd.tasks.char_tokenizer import CHARACTERS, SPECIAL_TOKENS
+from opcd.models.toy.char_tokenizer import CHARACTERS, SPECIAL_TOKENS
 
 
 def _random_text(rng, n):

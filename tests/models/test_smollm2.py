@@ -66,7 +66,7 @@ def test_real_conversion_loads_in_vllm(tmp_path):
         pytest.skip("needs: " + smollm2.INSTALL_HINT)
     from opcd.chat import encode_prompt
     from opcd.modeling import load_tokenizer
-    from opcd.rollout.engine import make_llm, sample
+    from opcd.engine import make_llm, sample
 
     out = smollm2.convert(tmp_path / "smollm2")
     assert smollm2.is_complete(out)

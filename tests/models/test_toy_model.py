@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from opcd.chat import encode_prompt
-from opcd.tasks.model_card import (BAR_DEMOS_MEAN, BAR_NOCTX_DISTILLED, BAR_SYSTEM_EVERY_RULE, DISTILLED,
+from opcd.models.toy.model_card import (BAR_DEMOS_MEAN, BAR_NOCTX_DISTILLED, BAR_SYSTEM_EVERY_RULE, DISTILLED,
                                    eval_config)
-from opcd.tasks.pretrain import DEFAULT_OUT
+from opcd.models.toy import DEFAULT_OUT
 from opcd.tasks.toy_world import generate
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ def test_shipped_model_is_small_and_complete():
 
 def test_transformers_and_vllm_logprobs_match():
     from opcd.modeling import load_causal_lm, load_tokenizer
-    from opcd.rollout.engine import make_llm, sample
+    from opcd.engine import make_llm, sample
     from opcd.teacher.scoring import score_responses
 
     tok = load_tokenizer(MODEL)

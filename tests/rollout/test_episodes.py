@@ -6,7 +6,7 @@ pytest.importorskip("gymnasium")
 
 from opcd.batch import response_mask  # noqa: E402
 from opcd.chat import encode_next_turn, encode_prompt  # noqa: E402
-from opcd.rollout.engine import Sample  # noqa: E402
+from opcd.engine import Sample  # noqa: E402
 from opcd.rollout.episodes import run_episodes  # noqa: E402
 from opcd.tasks import games  # noqa: E402
 from opcd.tasks.games import TURN_SEP, GameSession  # noqa: E402
@@ -62,7 +62,11 @@ def test_episode_is_the_rendered_conversation_and_only_replies_are_targets(tok):
         assert targets == [t for reply in plan for t in tok.encode(reply, add_special_tokens=False) + [tok.eos_token_id]]
         assert ep.policy_tokens == len(targets) < len(ep.response_ids)
         env = [i for i, m in enumerate(ep.loss_mask) if not m]
-        assert all(ep.logprobs[i] == 0.0 and ep.topk_ids[i] == [] for i in env)
+        # per-position arrays cover the whole trajectory; the environment's rows carry padding values
+        assert ep.logprobs.shape == (len(ep.response_ids),) and ep.topk_ids.shape == (len(ep.response_ids), 1)
+        assert all(ep.logprobs[i] == 0.0 and ep.topk_ids[i, 0] == 0 and ep.topk_logprobs[i, 0] == -1e9 for i in env)
+        pol = [i for i, m in enumerate(ep.loss_mask) if m]
+        assert ep.topk_ids[pol, 0].tolist() == targets and all(ep.logprobs[pol] == -0.5)
         assert len(ep.logprobs) == len(ep.topk_ids) == len(ep.topk_logprobs) == len(ep.response_ids)
     mask = response_mask(eps, max(len(e.response_ids) for e in eps))
     assert mask.sum().item() == solved.policy_tokens + cut.policy_tokens

@@ -59,7 +59,7 @@ def _member(rank, world, port, q):
 
 
 def test_gloo_group_delivers_every_bucket_to_every_member():
-    from opcd.actors import free_port
+    from opcd.net import free_port
 
     ctx = mp.get_context("spawn")
     q, port = ctx.Queue(), free_port()

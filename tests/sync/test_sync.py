@@ -30,7 +30,7 @@ def test_push_weights_makes_engine_match_learner(ray_local, tiny_model_dir, meth
     from opcd.batch import build_learn_batch
     from opcd.chat import encode_prompt
     from opcd.modeling import load_causal_lm, load_tokenizer, response_logits
-    from opcd.rollout.engine import Sample
+    from opcd.engine import Sample
     from opcd.sync import WeightSync
 
     cfg = OmegaConf.structured(TrainConfig())

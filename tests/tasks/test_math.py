@@ -23,7 +23,7 @@ GSM8K = [{"question": "Tom has 40 apples and buys 2. How many?", "answer": "40 +
 
 
 def cfg(**kw):
-    return OmegaConf.structured(C.TaskConfig(name="math", **kw))
+    return OmegaConf.structured(C.MathTaskConfig(**kw))
 
 
 def compose_task(task: str, overrides=()):

@@ -4,7 +4,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from opcd.config import TaskConfig
+from opcd.config import JsonlTaskConfig, ToyRulesTaskConfig
 from opcd.tasks import TaskData, load_task
 from opcd.tasks.records import DatasetError, check_lengths, load_jsonl, validate_record
 from opcd.tasks.toy_world import CONTEXT_KINDS, RULES, split_of
@@ -32,10 +32,11 @@ def test_good_file_returns_records_with_defaults(tmp_path):
         _j(prompt="q", context="c", metadata=None, extra="ignored"),
     ])
     recs = load_jsonl(path)
-    assert recs == [
-        {"prompt": "abc", "context": "Reverse the string.", "answer": "cba", "metadata": {"rule": "reverse"}},
-        {"prompt": "xyz", "context": "", "answer": "", "metadata": {}},
-        {"prompt": "q", "context": "c", "answer": "", "metadata": {}},
+    assert recs == [  # metadata.row: where the record came from, for later errors
+        {"prompt": "abc", "context": "Reverse the string.", "answer": "cba",
+         "metadata": {"rule": "reverse", "row": f"{path}:1"}},
+        {"prompt": "xyz", "context": "", "answer": "", "metadata": {"row": f"{path}:3"}},
+        {"prompt": "q", "context": "c", "answer": "", "metadata": {"row": f"{path}:5"}},
     ]
 
 
@@ -95,6 +96,24 @@ def test_missing_file(tmp_path):
     assert path in str(e.value)
 
 
+def test_invalid_utf8_names_file_line_and_byte(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    good = (_j(prompt="a" * 500, context="") + "\n").encode()  # a long first line: the old error counted from the read buffer
+    p.write_bytes(good + b"\n" + b'{"prompt": "caf\xe9", "context": ""}\n')
+    with pytest.raises(DatasetError) as e:
+        load_jsonl(str(p))
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:3: invalid UTF-8 (byte 0xe9 at byte 16 of the line)") and "save the file as UTF-8" in msg
+
+
+def test_over_long_record_is_named_by_its_file_line(tmp_path):
+    path = _write(tmp_path, [_j(prompt="short", context=""), "", _j(prompt="long", context="")])
+    recs = load_jsonl(path)
+    with pytest.raises(DatasetError) as e:
+        check_lengths(recs, [5, 50], 20, "refuse", "training")
+    assert f"first offending: {path}:3, 50 tokens" in str(e.value)
+
+
 def test_dataset_error_is_value_error():
     assert issubclass(DatasetError, ValueError)
     with pytest.raises(ValueError):
@@ -118,7 +137,7 @@ def test_check_lengths_refuse_counts():
         check_lengths(RECS, LENS, 20, "refuse", "train")
     msg = str(e.value)
     assert "2 of 5 train records" in msg
-    assert "20 tokens" in msg and "first offending row 1" in msg and "30 tokens" in msg
+    assert "20 tokens" in msg and "first offending: row 2," in msg and "30 tokens" in msg  # rows counted from 1
     assert "too_long=skip" in msg
 
 
@@ -137,7 +156,11 @@ def test_check_lengths_unknown_policy():
 # load_task
 # ---------------------------------------------------------------------------------------------
 def _cfg(**kw):
-    return OmegaConf.structured(TaskConfig(**kw))
+    return OmegaConf.structured(ToyRulesTaskConfig(**kw))
+
+
+def _jsonl(**kw):
+    return OmegaConf.structured(JsonlTaskConfig(**kw))
 
 
 def test_toy_rules_task():
@@ -189,16 +212,16 @@ def test_toy_rules_bad_context_kind():
 
 def test_jsonl_task_needs_train_file():
     with pytest.raises(DatasetError, match="task.train_file"):
-        load_task(_cfg(name="jsonl"))
+        load_task(_jsonl())
 
 
 def test_jsonl_task_loads_files(tmp_path):
     train = _write(tmp_path, [_j(prompt="abc", context="rev", answer="cba")], "train.jsonl")
-    data = load_task(_cfg(name="jsonl", train_file=train))
-    assert data.train == [{"prompt": "abc", "context": "rev", "answer": "cba", "metadata": {}}]
+    data = load_task(_jsonl(train_file=train))
+    assert data.train == [{"prompt": "abc", "context": "rev", "answer": "cba", "metadata": {"row": f"{train}:1"}}]
     assert data.eval == []
     ev = _write(tmp_path, [_j(prompt="x", context="c1", answer="y"), _j(prompt="z", context="c2")], "eval.jsonl")
-    data = load_task(_cfg(name="jsonl", train_file=train, eval_file=ev))
+    data = load_task(_jsonl(train_file=train, eval_file=ev))
     # every evaluation record is scored with its context and without it
     assert [(r["prompt"], r["context"], r["metadata"]["context_kind"]) for r in data.eval] == [
         ("x", "c1", "context"), ("x", "", "none"), ("z", "c2", "context"), ("z", "", "none")]

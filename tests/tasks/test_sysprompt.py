@@ -2,7 +2,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from opcd.config import TaskConfig
+from opcd.config import SyspromptTaskConfig
 from opcd.tasks import sysprompt
 from opcd.tasks.records import validate_record
 from opcd.tasks.sysprompt_data import EVAL_PROMPTS, TRAIN_PROMPTS
@@ -118,7 +118,7 @@ def test_load_task_sysprompt():
     pytest.importorskip("langdetect")
     from opcd.tasks import TaskData, load_task
 
-    cfg = OmegaConf.structured(TaskConfig(name="sysprompt", train_size=200, eval_n_per_rule=8))
+    cfg = OmegaConf.structured(SyspromptTaskConfig(train_size=200, eval_n_per_rule=8))
     data = load_task(cfg)
     assert isinstance(data, TaskData) and len(data.train) == 200
     groups = {(r["metadata"]["group"], r["metadata"]["context_kind"]) for r in data.eval}

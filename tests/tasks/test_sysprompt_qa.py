@@ -24,7 +24,7 @@ SAFETY = [{"prompt": "How do I bake bread?", "label": "no"}, {"prompt": "How do 
 
 
 def cfg(name, **kw):
-    return OmegaConf.structured(C.TaskConfig(name=name, **kw))
+    return OmegaConf.structured(C.TASK_SCHEMAS[name](name=name, **kw))
 
 
 def compose_task(task: str, overrides=()):

@@ -116,3 +116,45 @@ def test_unknown_support_raises(model, tok, batch):
     _, _, seqs, lens = batch
     with pytest.raises(ValueError, match="unknown support 'student'"):
         score_responses(model, seqs, lens, tok.pad_token_id, support="student")
+
+
+# --------------------------------------------------------------------------- hidden states (teacher_transfer=hidden)
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("mbs", [64, 1])
+def test_hidden_support_ships_what_the_head_turns_into_the_full_log_probs(model, tok, batch, temperature, mbs):
+    """``support="hidden"``: [B, T, d] final hidden states (the LM head's input) instead of [B, T, V];
+    the head applied to them gives the ``"full"`` log-probs, and the token log-probs are the same."""
+    _, _, seqs, lens = batch
+    full = score_responses(model, seqs, lens, tok.pad_token_id, support="full", temperature=temperature)
+    out = score_responses(model, seqs, lens, tok.pad_token_id, support="hidden", temperature=temperature,
+                          micro_batch_size=mbs)
+    B, T, d = len(seqs), max(lens), model.config.hidden_size
+    assert out["hidden"].shape == (B, T, d) and out["hidden"].dtype == torch.float32
+    assert out["logprobs"].shape == (B, T, 0) and out["support_ids"].shape == (B, T, 0)
+    pad = torch.tensor([[t >= n for t in range(T)] for n in lens])
+    assert (out["hidden"][pad] == 0).all() and (out["hidden"][~pad] != 0).any(-1).all()
+    head = model.get_output_embeddings().weight
+    lp = torch.log_softmax(out["hidden"] @ head.T / temperature, -1)
+    torch.testing.assert_close(lp[~pad], full["logprobs"][~pad], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["token_logprobs"], full["token_logprobs"], atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_states_keep_the_teachers_dtype(tiny_model_dir, tok, batch):
+    """A bf16 teacher ships d x 2 bytes per token: its hidden states as they are, not upcast."""
+    _, _, seqs, lens = batch
+    bf16 = load_causal_lm(tiny_model_dir, "bfloat16").eval()
+    out = score_responses(bf16, seqs, lens, tok.pad_token_id, support="hidden")
+    assert out["hidden"].dtype == torch.bfloat16 and out["token_logprobs"].dtype == torch.float32
+
+
+def test_teacher_actor_ships_hidden_states_for_full_support_only(tiny_model_dir, tok, batch):
+    from opcd.teacher.actor import TeacherActor
+
+    _, _, seqs, lens = batch
+    actor = TeacherActor(tiny_model_dir, "float32", "cpu", 1, 64, {}, transfer="hidden")
+    out = actor.score(seqs, lens, "full", 4, 1.0)
+    assert out["hidden"].shape[-1] == 64 and out["logprobs"].numel() == 0
+    ids = torch.zeros(len(seqs), max(lens), 2, dtype=torch.long)
+    assert "hidden" not in actor.score(seqs, lens, ids, 2, 1.0)  # the student's top-k: log-probs as before
+    plain = TeacherActor(tiny_model_dir, "float32", "cpu", 1, 64, {})
+    assert "hidden" not in plain.score(seqs, lens, "full", 4, 1.0)

@@ -1,9 +1,9 @@
 """Measure the shipped toy model with the vLLM evaluator and write its model card.
 
-    python -m opcd.tasks.model_card [model_dir]
+    python -m opcd.models.toy.model_card [model_dir]
 
 The card's numbers come from ``opcd.eval`` on the test split (fixed seed), so they can be
-reproduced with one command; ``tests/tasks/test_shipped_model.py`` asserts the same bars.
+reproduced with one command; ``tests/models/test_toy_model.py`` asserts the same bars.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from opcd.config import EvalConfig
+from opcd.models.toy import DEFAULT_OUT
 
 # The bars the shipped model must meet (issue: foundation). The default experiment distils DISTILLED.
 BAR_SYSTEM_EVERY_RULE = 0.90
@@ -52,7 +53,7 @@ def write_model_card(model_dir: Path) -> dict:
 A {log['params'] / 1e6:.2f}M-parameter `LlamaForCausalLM` (hidden 128, 4 layers, 4 heads, tied
 embeddings, {len(json.loads((model_dir / 'tokenizer.json').read_text())['model']['vocab'])}-token
 character vocabulary with a system/user/assistant chat template), pretrained from scratch by
-`python -m opcd.tasks.pretrain` on the synthetic toy world of `opcd.tasks.toy_world`
+`python -m opcd.models.toy.pretrain` on the synthetic toy world of `opcd.tasks.toy_world`
 ({log['steps']} steps of {log['batch']} sequences, lr {log['lr']}, seed {log['seed']}, {log['train_minutes']} min
 on {log['torch_threads']} CPU threads). It is the embedded default model of opcd: the context it is given
 (a rule description or demonstrations) changes its answer, which is what context distillation moves into
@@ -60,7 +61,7 @@ the weights.
 
 ## Accuracy on the test split (exact match, greedy, vLLM; 100 prompts per rule and condition)
 
-Reproduce: `python -m opcd.tasks.model_card` (or `python -m opcd.eval`).
+Reproduce: `python -m opcd.models.toy.model_card` (or `python -m opcd.eval`).
 
 ```
 {format_table(main)}
@@ -90,6 +91,4 @@ description). Not a general language model.
 
 
 if __name__ == "__main__":
-    from opcd.tasks.pretrain import DEFAULT_OUT
-
     write_model_card(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT)

@@ -1,6 +1,6 @@
 """Pretrain the shipped tiny model on the toy world.
 
-    python -m opcd.tasks.pretrain                  # ~25 min on a 2-core CPU, writes opcd/assets/toy-model
+    python -m opcd.models.toy.pretrain             # ~25 min on a 2-core CPU, writes opcd/assets/toy-model
 
 A character-level Llama (hidden 128, 4 layers, ~1M parameters) is trained from scratch on freshly
 generated toy-world records: 50% with the rule's description as system prompt, 35% with 2-4
@@ -23,10 +23,9 @@ import torch
 from opcd.batch import pad_2d
 from opcd.chat import encode_answer, encode_prompt
 from opcd.modeling import pad_sequences
-from opcd.tasks.char_tokenizer import build_char_tokenizer
+from opcd.models.toy import DEFAULT_OUT
+from opcd.models.toy.char_tokenizer import build_char_tokenizer
 from opcd.tasks.toy_world import CONTEXT_KINDS, RULES, generate, sample_pretraining_example
-
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "toy-model"
 
 
 def build_model(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4, max_len: int = 256):
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "pretrain_log.json").write_text(json.dumps(meta, indent=1))
     print(f"saved {n_params / 1e6:.2f}M-parameter model to {args.out} after {minutes:.1f} min")
     if not args.skip_card:
-        from opcd.tasks.model_card import write_model_card
+        from opcd.models.toy.model_card import write_model_card
 
         write_model_card(args.out)
 

@@ -1,0 +1,81 @@
+"""opcd.quiet: exactly the known messages are dropped, from exactly their loggers; the rest stays visible.
+And every entry still points at a real module and message of the installed vLLM."""
+import importlib.util
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+from opcd import quiet
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """quiet.install() on fresh logger state; filters removed afterwards."""
+    monkeypatch.delenv("OPCD_SHOW_ALL_WARNINGS", raising=False)
+    names = set(quiet.by_logger())
+    before = {n: list(logging.getLogger(n).filters) for n in names}
+    for n in names:
+        logging.getLogger(n).filters = [f for f in before[n] if not isinstance(f, quiet.KnownFilter)]
+    yield
+    for n in names:
+        logging.getLogger(n).filters = before[n]
+
+
+def emitted(caplog, logger: str, msg: str, *args) -> bool:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger(logger).warning(msg, *args)
+    return any(r.name == logger for r in caplog.records)
+
+
+def test_known_messages_are_dropped_and_others_kept(installed, caplog):
+    quiet.install()
+    quiet.install()  # idempotent: one filter per logger
+    layerwise = "vllm.model_executor.model_loader.reload.layerwise"
+    assert sum(isinstance(f, quiet.KnownFilter) for f in logging.getLogger(layerwise).filters) == 1
+    assert not emitted(caplog, layerwise, "%s: Failed to load weights", "RotaryEmbedding")
+    assert not emitted(caplog, layerwise, "%s: Failed to load weights", "ParallelLMHead")
+    # Another layer failing to load is a real problem: it must still show.
+    assert emitted(caplog, layerwise, "%s: Failed to load weights", "QKVParallelLinear")
+    worker = "vllm.v1.worker.cpu_worker"
+    assert not emitted(caplog, worker, "CPU backend doesn't allow to use `torch.set_num_threads` after the thread "
+                                       "binding, skip it.")
+    assert emitted(caplog, worker, "Available memory on node 0 is less than desired CPU memory utilization")
+    # The same text from a logger not listed is not ours to hide.
+    assert emitted(caplog, "vllm.somewhere_else", "RotaryEmbedding: Failed to load weights")
+
+
+def test_switch_shows_everything(installed, caplog, monkeypatch):
+    monkeypatch.setenv("OPCD_SHOW_ALL_WARNINGS", "1")
+    quiet.install()
+    assert emitted(caplog, "vllm.model_executor.model_loader.reload.layerwise", "RotaryEmbedding: Failed to load weights")
+
+
+def test_python_warning_dropped_only_from_its_module():
+    category, message, module, _ = quiet.KNOWN_WARNINGS[0]
+    text = "`torch.distributed.reduce_op` is deprecated, please use `torch.distributed.ReduceOp` instead"
+    assert re.search(message, text)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet.install()
+        warnings.warn_explicit(text, category, "dispatcher.py", 138, module="vllm.triton_utils.dispatcher")
+        warnings.warn_explicit(text, category, "mine.py", 1, module="mypackage.mine")
+    assert [w.filename for w in caught] == ["mine.py"]
+
+
+def _vllm_source(module: str) -> str:
+    """The installed vLLM module's source with adjacent string literals joined (no import of vLLM)."""
+    root = Path(importlib.util.find_spec("vllm").origin).parent
+    path = root.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    assert path.exists(), f"{module}: no such module in the installed vLLM (renamed? the filter would be dead)"
+    return re.sub(r'"\s*\n\s*f?"', "", path.read_text())
+
+
+@pytest.mark.parametrize("known", quiet.KNOWN, ids=lambda k: k.text[:40])
+def test_each_entry_matches_the_installed_vllm(known):
+    assert known.why and known.logger.startswith("vllm.")
+    text = known.text.split(": ", 1)[-1]  # "RotaryEmbedding: Failed ..." is logged as "%s: Failed ..."
+    assert text in _vllm_source(known.logger), f"{known.logger} no longer logs {text!r}"
