@@ -20,6 +20,7 @@ from opcd.modeling import check_same_tokenizer, load_tokenizer
 from opcd.tasks import load_task
 from opcd.tasks.records import check_lengths
 from opcd.tracking import Tracker
+from opcd.transfer import transfer_plan
 
 __all__ = ["NonFiniteLossError", "prepare", "train", "run"]
 
@@ -36,6 +37,8 @@ def prepare(cfg) -> phases.Prepared:
     teacher_path = cfg.model.teacher_path or cfg.model.path
     if teacher_path != cfg.model.path:
         check_same_tokenizer(tok, load_tokenizer(teacher_path), cfg.model.path, teacher_path)
+    transfer = transfer_plan(cfg, spec, teacher_path)  # what the teacher ships; refuses sizes over the bound
+    print(transfer.line, flush=True)
     task = load_task(cfg.task)
     limit = cfg.model.max_model_len - cfg.rollout.max_tokens
     records = check_lengths(task.train, [len(p) for p in phases.render(tok, task.train, True)], limit,
@@ -45,7 +48,7 @@ def prepare(cfg) -> phases.Prepared:
     sampling = {"temperature": ro.temperature, "top_p": ro.top_p, "max_tokens": ro.max_tokens, "n": ro.n,
                 "top_k_logprobs": spec.rollout_logprobs}
     return phases.Prepared(tok, teacher_path, task, records, views, spec, sampling, cfg.algo.temperature,
-                           cfg.model.max_model_len)
+                           cfg.model.max_model_len, transfer)
 
 
 def train(cfg, config_dict: dict) -> dict:
@@ -60,7 +63,7 @@ def train(cfg, config_dict: dict) -> dict:
     saved = load_state(ckpt, config_dict) if ckpt else None  # refuses a changed config before any actor starts
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=True, configure_logging=False)
-    actors = start_actors(cfg, prep.teacher_path, cfg.prompts_per_step * cfg.rollout.n)
+    actors = start_actors(cfg, prep.teacher_path, cfg.prompts_per_step * cfg.rollout.n, transfer=prep.transfer)
     try:
         return run(cfg, config_dict, prep, RayCluster(cfg, actors), actors.pids, ckpt, saved)
     finally:

@@ -52,6 +52,7 @@ class Prepared:
     sampling: dict  # rollout SamplingParams: temperature, top_p, max_tokens, n, top_k_logprobs
     temperature: float  # the loss's distribution temperature (the teacher scores at it)
     max_model_len: int  # longest context + prompt + response, tokens
+    transfer: object = None  # opcd.transfer.TransferPlan: what the teacher ships (top-k / full log-probs, hidden states)
 
 
 @dataclass

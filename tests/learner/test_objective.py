@@ -342,3 +342,16 @@ def test_sampled_reverse_kl_applies_the_temperature(student, teacher, tok, views
     at_one = torch.log_softmax(logits, -1).gather(-1, mb.response_ids[..., None])[..., 0]
     wrong, _ = losses.sampled_reverse_kl(at_one, mb.behaviour_logprobs, mb.teacher_token_logprobs, mask)
     assert abs(wrong.item() - ref.item()) > 1e-3  # the test can tell T from 1
+
+
+def test_learn_batch_masks_the_environment_turns_of_episodes():
+    """An episode's ``loss_mask`` (0 on the environment's turns) becomes the batch mask; plain samples learn everywhere."""
+    from opcd.batch import response_mask
+
+    ep = Sample([1], [5, 6, 7, 8, 9], loss_mask=[1, 1, 0, 0, 1])
+    plain = Sample([1], [5, 6])
+    scores = {"logprobs": torch.zeros(2, 5, K), "support_ids": torch.zeros(2, 5, K, dtype=torch.long),
+              "token_logprobs": torch.zeros(2, 5)}
+    b = build_learn_batch([ep, plain], [[1], [1]], [[2], [2]], scores)
+    assert b.mask.tolist() == [[True, True, False, False, True], [True, True, False, False, False]]
+    assert response_mask([ep], 6).tolist() == [[True, True, False, False, True, False]]
