@@ -8,14 +8,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.common.plotting import figure
+from benchmarks.common.regions import wrap
 from benchmarks.common.report import mmss as _mmss
 from benchmarks.common.report import num as _num
 from benchmarks.common.report import pct as _pct
-from benchmarks.common.report import write_json
+from benchmarks.common.report import times, write_json
 from benchmarks.common.timing import fastest_trl, mean, timing_summary
 from benchmarks.common.trl_sdft import LABELS as TRL_LABELS
 from benchmarks.common.trl_sdft import configuration_of, is_trl
-from opcd.eval.sysprompt import fmt_rate, harm
+from benchmarks.common.verdict import Check, Rate, difference, mean_of, rate_interval, verdict
+from opcd.eval.sysprompt import harm
 
 LABELS = {**TRL_LABELS, "opcd": "opcd (OPCD)", "opcd_nca": "opcd_nca (OPCD + consistency)"}
 
@@ -83,6 +85,63 @@ def targets(report: dict, s) -> dict:
     return out
 
 
+def prompt_rate(report: dict, p: dict) -> Rate:
+    """A rate of this report with its 95% interval over prompts (``benchmarks.common.verdict``)."""
+    return rate_interval(p, report["settings"]["eval"]["prompts"])
+
+
+def _pct_rate(r: Rate) -> str:
+    return f"{100 * r.rate:.1f}% [{100 * r.lo:.1f}, {100 * r.hi:.1f}]"
+
+
+def _points(r: Rate) -> str:
+    return f"{100 * r.rate:+.1f} points [{100 * r.lo:+.1f}, {100 * r.hi:+.1f}]"
+
+
+def checks(report: dict) -> list[Check]:
+    """Issue #9's targets as they were set, each with its verdict under the rule of ``benchmarks/README.md``
+    ("When a target is met"): rates by their interval over prompts, step-rate ratios by >= 3 runs."""
+    s, ms = report["settings"], report["methods"]
+    ref = report.get("trl_reference") or fastest_trl(ms)
+    if not ref or ref not in ms:
+        return []
+    trl, vs = ms[ref], LABELS.get(ref, ref)
+    teacher = prompt_rate(report, report["base"]["rates"][s["distill"]]["with"])
+    trl_curve = [p for p in trl["curve"] if p["step"] > 0]
+    trl_final, trl_best = (prompt_rate(report, trl_curve[-1]["rate"]),
+                           max((prompt_rate(report, p["rate"]) for p in trl_curve), key=lambda r: r.rate))
+    out = []
+    for m in (m for m in ("opcd", "opcd_nca") if m in ms):
+        r = ms[m]
+        speed = [trl["timing"]["s_per_step"] / r["timing"]["s_per_step"]]
+        out.append(Check(f"{m}: steps/s vs {vs}", "≥ 2×", times(speed[0]), verdict("ratio", speed, ">= 2", times)))
+        within = [p for p in r["curve"] if p["step"] > 0 and p["t"] <= trl["timing"]["wall_s"]]
+        if not within:
+            continue
+        best = max((prompt_rate(report, p["rate"]) for p in within), key=lambda x: x.rate)
+        gap = difference(best, teacher)
+        out.append(Check(f"{m}: French without the prompt, best checkpoint within {vs}'s wall time, vs the "
+                         f"teacher (base model with the prompt, {_pct(teacher.rate)})", "≥ the teacher's rate",
+                         _points(gap), verdict("rate", (gap.lo, gap.hi), ">= 0"),
+                         "the best of several checkpoints is biased upwards"))
+        final = prompt_rate(report, r["curve"][-1]["rate"])
+        beat, same_final = difference(best, trl_final), difference(final, trl_final)
+        best_best = difference(max((prompt_rate(report, p["rate"]) for p in r["curve"] if p["step"] > 0),
+                                   key=lambda x: x.rate), trl_best)
+        out.append(Check(f"{m}: ... and beats {vs}'s final rate ({_pct(trl_final.rate)})", "> TRL's final rate",
+                         _points(beat), verdict("rate", (beat.lo, beat.hi), "> 0"),
+                         f"the target compares {m}'s best checkpoint with TRL's final one; like for like, final vs "
+                         f"final {_points(same_final)} ({verdict('rate', (same_final.lo, same_final.hi), '> 0').label}), "
+                         f"best vs best {_points(best_best)} ({verdict('rate', (best_best.lo, best_best.hi), '> 0').label})"))
+    if "opcd_nca" in ms and ms["opcd_nca"]["final"] and trl["final"]:
+        others = [o for o in s["others"] if o in ms["opcd_nca"]["final"] and o in trl["final"]]
+        d = mean_of([difference(prompt_rate(report, ms["opcd_nca"]["final"][o]["with"]),
+                                prompt_rate(report, trl["final"][o]["with"])) for o in others])
+        out.append(Check(f"opcd_nca: the other system prompts' with-prompt rates ({', '.join(others)}) drop less "
+                         f"than under {vs}", "opcd_nca's rates − TRL's > 0", _points(d), verdict("rate", (d.lo, d.hi), "> 0")))
+    return out
+
+
 def _notes(report: dict) -> list[str]:
     lines = []
     reused = [LABELS.get(m, m) for m, r in report["methods"].items() if r.get("reused")]
@@ -129,14 +188,15 @@ def markdown(report: dict) -> str:
         f"batch mean), frozen initial model as teacher, AdamW lr {s['lr']:g} constant, grad clip 1.0, "
         f"context as the system message for both. Evaluation: {ev['prompts']} held-out prompts x {ev['samples']} "
         f"samples, T={ev['temperature']}, top-p {ev['top_p']}, {ev['max_tokens']} tokens, same vLLM evaluator for "
-        "every model; rates with 95% Wilson intervals.",
+        f"every model; rates with 95% intervals over prompts ({prompt_rate(report, base[s['distill']]['with']).how}). "
+        "One run per method.",
         "",
         "| method | s/step | rollout tok/s | teacher tok/s | learner tok/s | wall time (start-up) | "
         + " | ".join(f"{n} w/o prompt | {n} with prompt" for n in names) + " |",
         "|---|---:|---:|---:|---:|---:|" + "---:|---:|" * len(names),
     ]
     row = ["base model (before training)", "–", "–", "–", "–", "–"]
-    row += [c for n in names for c in (fmt_rate(base[n]["without"]), fmt_rate(base[n]["with"]))]
+    row += [c for n in names for c in (_fmt_rate(report, base[n]["without"]), _fmt_rate(report, base[n]["with"]))]
     lines.append("| " + " | ".join(row) + " |")
     for m, r in report["methods"].items():
         t, f = r["timing"], r["final"] or {}
@@ -144,7 +204,8 @@ def markdown(report: dict) -> str:
         row = [LABELS.get(m, m), _num(t["s_per_step"]), _num(ph["rollout"]["tokens_per_s"], "{:.0f}"),
                _num(ph["teacher"]["tokens_per_s"], "{:.0f}"), _num(ph["learner"]["tokens_per_s"], "{:.0f}"),
                f"{_mmss(t['wall_s'])} ({_mmss(t['startup_s'])})"]
-        row += [c for n in names for c in (fmt_rate(f.get(n, {}).get("without")), fmt_rate(f.get(n, {}).get("with")))]
+        row += [c for n in names for c in (_fmt_rate(report, f.get(n, {}).get("without")),
+                                           _fmt_rate(report, f.get(n, {}).get("with")))]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Per-phase seconds per step (mean over steps 2..N):", "",
               "| method | rollout | teacher | learner | weight sync | whole step |", "|---|---:|---:|---:|---:|---:|"]
@@ -154,27 +215,36 @@ def markdown(report: dict) -> str:
                      f"{_num(ph['learner']['s_per_step'])} | {_num(ph.get('sync', {}).get('s_per_step'))} | "
                      f"{_num(t['s_per_step'])} |")
     lines += ["", "Harm: drop of each system prompt's with-prompt rate from the base model to the final model "
-              "(points, Newcombe 95% interval; positive = worse):", "",
+              "(points, 95% interval from the intervals over prompts, unpaired: conservative; positive = worse):", "",
               "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for m, r in report["methods"].items():
-        h = r["harm"] or {}
+        f = r["final"] or {}
         cells = []
         for n in names:
-            d = h.get(n, {}).get("with")
-            cells.append("–" if not d or d["diff"] is None else
-                         f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]")
+            a, b = base.get(n, {}).get("with"), f.get(n, {}).get("with")
+            if not a or not b or a.get("rate") is None or b.get("rate") is None:
+                cells.append("–")
+                continue
+            d = difference(prompt_rate(report, a), prompt_rate(report, b))
+            cells.append(f"{100 * d.rate:+.1f} [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]")
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     lines += ["", "French rate without the system prompt at each checkpoint (t = since the process started):", ""]
     for m, r in report["methods"].items():
         pts = ", ".join(f"step {p['step']} @ {_mmss(p['t'])}: {_pct(_rate(p['rate']))}" for p in r["curve"])
         lines.append(f"- {LABELS.get(m, m)}: {pts}")
-    lines += ["", "Targets (issue #9):", ""]
-    for k, v in report["targets"].items():
-        mark = {True: "met", False: "NOT met", None: "n/a"}[v["met"]]
-        extra = ", ".join(f"{kk} {_num(vv)}" for kk, vv in v.items() if kk not in ("met",))
-        lines.append(f"- {k}: **{mark}** ({extra})")
+    lines += ["", "Targets (issue #9), under the rule of `benchmarks/README.md` (\"When a target is met\"):", ""]
+    for c in checks(report):
+        lines.append(f"- {c.benchmark}; target {c.target}: {c.measured}: **{c.verdict.label}**"
+                     + (f" ({c.note})" if c.note else ""))
     lines += ["", "Notes:", "", *_notes(report)]
     return "\n".join(lines) + "\n"
+
+
+def _fmt_rate(report: dict, p: dict | None) -> str:
+    """``"38.3% [26.5, 51.7]"``: percent with the 95% interval over prompts."""
+    if not p or p.get("rate") is None:
+        return "–"
+    return _pct_rate(prompt_rate(report, p))
 
 
 def plot(report: dict, path: Path) -> None:
@@ -184,9 +254,9 @@ def plot(report: dict, path: Path) -> None:
         for m, r in report["methods"].items():
             pts = [p for p in r["curve"] if p["rate"] and p["rate"].get("rate") is not None]
             x = [p["t"] / 60 for p in pts]
-            y = [100 * p["rate"]["rate"] for p in pts]
-            err = [[100 * (p["rate"]["rate"] - p["rate"]["lo"]) for p in pts],
-                   [100 * (p["rate"]["hi"] - p["rate"]["rate"]) for p in pts]]
+            iv = [prompt_rate(report, p["rate"]) for p in pts]  # 95% intervals over prompts
+            y = [100 * r.rate for r in iv]
+            err = [[100 * (r.rate - r.lo) for r in iv], [100 * (r.hi - r.rate) for r in iv]]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=LABELS.get(m, m))
         teacher = _rate(report["base"]["rates"][s["distill"]]["with"])
         if teacher is not None:
@@ -208,7 +278,7 @@ def write_outputs(report: dict, out_dir: Path, json_path: Path | None = None, pn
     paths = {"md": out_dir / "vs_trl_smollm2.md", "png": out_dir / "vs_trl_smollm2.png",
              "json": json_path or out_dir / "results" / "vs_trl_smollm2.json"}
     write_json(paths["json"], report)
-    paths["md"].write_text(markdown(report))
+    paths["md"].write_text(wrap("vs_trl_smollm2_md", markdown(report)))
     if png:
         plot(report, paths["png"])
     else:

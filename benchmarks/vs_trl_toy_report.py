@@ -8,6 +8,7 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.common.regions import wrap
 from benchmarks.common.report import mmss, num, pct, write_json
 from benchmarks.common.timing import fastest_trl, steady, timing_summary
 from benchmarks.common.trl_sdft import LABELS as TRL_LABELS
@@ -144,7 +145,7 @@ def markdown(report: dict) -> str:
         "(imports, model loading, opcd's actor start-up and in-loop evaluation, checkpoint writes); start-up: "
         "until the first step began. Torch threads: --threads (TRL's process, opcd's teacher and learner); "
         "multi-threaded torch on a busy CPU is many times slower, hence the load average above."
-        + "".join(f" Step rate {m} / {vs}: {v:.2f}x." for m, v in speed.items()),
+        + "".join(f" Step rate {m} / {vs} (median s/step, one run): {v:.2f}×." for m, v in speed.items()),
         "- `opcd_overlap`: the same run with `rollout.overlap=true`: the rollout and teacher scoring of step t+1 "
         "run in a background thread while the learner trains on step t, so each batch is sampled from the "
         "weights one update behind (one-step off-policy).",
@@ -162,5 +163,5 @@ def markdown(report: dict) -> str:
 def write_outputs(report: dict, json_path: Path, md_path: Path) -> dict[str, Path]:
     write_json(json_path, report)
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(markdown(report))
+    md_path.write_text(wrap("vs_trl_toy_md", markdown(report)))
     return {"json": json_path, "md": md_path}

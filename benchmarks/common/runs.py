@@ -3,6 +3,7 @@ process), timed, with its checkpoints collected and pruned to weights."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ def opcd_checkpoints(run_dir: Path) -> list[dict]:
 
 
 def trl_command(job_path: Path) -> list[str]:
-    return [sys.executable, "-m", TRL_WORKER, str(job_path)]
+    """The TRL worker's command line. ``OPCD_TRL_PYTHON`` names another interpreter: TRL's vLLM mode
+    supports vLLM <= 0.31 only, so it runs from a virtualenv of its own (benchmarks/README.md)."""
+    return [os.environ.get("OPCD_TRL_PYTHON") or sys.executable, "-m", TRL_WORKER, str(job_path)]
 
 
 def train_run(method: str, run_dir: Path, steps: int, trl_job: dict | None, opcd_cmd: list[str] | None) -> dict:

@@ -211,7 +211,12 @@ def test_report_targets_and_files(synthetic, tmp_path):
     assert set(data["methods"]) == {"trl", "opcd", "opcd_nca"} and data["settings"]["steps"] == 4
     md = paths["md"].read_text()
     assert "| method | s/step |" in md and "TRL SDFTTrainer" in md and "opcd_nca (OPCD + consistency)" in md
-    assert "french w/o prompt" in md and "55.0% [" in md and "NOT met" in md and "system message" in md
+    assert "french w/o prompt" in md and "55.0% [" in md and "system message" in md
+    assert md.startswith("<!-- rendered: vs_trl_smollm2_md -->\n# Head to head")
+    # Restated under the one rule: one run of a step-rate ratio is never "met", whatever its value.
+    assert "steps/s vs TRL SDFTTrainer; target ≥ 2×: 2.29×: **not met (1 run: 2.29×; target needs ≥ 3 runs)**" in md
+    checks = {c.benchmark.split(",")[0]: c.verdict.status for c in R.checks(report)}
+    assert checks["opcd: steps/s vs TRL SDFTTrainer"] == "too few runs"
 
 
 def test_png(synthetic, tmp_path):
