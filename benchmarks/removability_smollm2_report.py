@@ -169,7 +169,7 @@ def compare(v: dict, ref: dict, base_xc: list[float] | None) -> dict:
     if not a["seeds"]:
         return {}
     out = {"seeds": a["seeds"], "acc_x": paired_bootstrap(pooled(a["acc_x"]), pooled(b["acc_x"]), LEVEL),
-           "harm": paired_ratio_difference(harm_parts(b["acc_x"], b["acc_xc"]), harm_parts(a["acc_x"], a["acc_xc"])),
+           "harm": paired_ratio_difference(harm_parts(a["acc_x"], a["acc_xc"]), harm_parts(b["acc_x"], b["acc_xc"])),
            "others": {o: paired_bootstrap(pooled(a["others"][o]), pooled(b["others"][o]), LEVEL) for o in a["others"]}}
     if base_xc is not None:
         out["acc_xc_vs_base"] = paired_bootstrap(pooled(a["acc_xc"]), base_xc, LEVEL)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opcd.consistency import check_nca_options
+
 # Which support the teacher must score for each loss (see opcd.teacher.scoring.score_responses).
 TEACHER_SUPPORT = {
     "topk_reverse_kl": "student_topk",  # OPCD: the student's own top-k from the rollout
@@ -69,6 +71,7 @@ def algo_spec(algo) -> AlgoSpec:
     if algo.nca_beta < 0 or algo.nca_warmup_steps < 0:
         raise ValueError(f"algo.nca_beta and algo.nca_warmup_steps must be >= 0 (got {algo.nca_beta} and "
                          f"{algo.nca_warmup_steps}); nca_beta=0 turns the regulariser off")
+    check_nca_options(algo)  # nca_mode / nca_positions / nca_support / nca_after_step
     if algo.sampler == "mix" and not 0.0 <= algo.gkd_lambda <= 1.0:
         raise ValueError(f"algo.gkd_lambda must be in [0, 1] (got {algo.gkd_lambda})")
     p_student = {"student": 1.0, "teacher": 0.0, "mix": algo.gkd_lambda}[algo.sampler]

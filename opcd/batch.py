@@ -16,22 +16,24 @@ def pad_3d(rows, T: int, k: int, fill: float, dtype) -> torch.Tensor:
     One slice copy per row (no per-token Python work): rollout top-k arrive as numpy arrays.
     """
     out = torch.full((len(rows), T, k), fill, dtype=dtype)
-    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    # Copy through a numpy view of ``out``: arrays from Ray's object store are read-only, and
+    # torch.from_numpy on them warns (UserWarning: non-writable array) although nothing writes to them.
+    view = out.numpy()
     for b, r in enumerate(rows):
-        a = np.asarray(r, np_dtype)
+        a = np.asarray(r, view.dtype)
         if a.size:
             a = a.reshape(len(a), -1)[:T, :k]
-            out[b, :a.shape[0], :a.shape[1]] = torch.from_numpy(np.ascontiguousarray(a))
+            view[b, :a.shape[0], :a.shape[1]] = a
     return out
 
 
 def pad_2d(rows, T: int, fill: float, dtype) -> torch.Tensor:
     """Rows of [t <= T] arrays or lists -> tensor [B, T], ``fill`` where absent."""
     out = torch.full((len(rows), T), fill, dtype=dtype)
-    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    view = out.numpy()  # as in pad_3d: read-only rows are copied without torch.from_numpy's warning
     for b, r in enumerate(rows):
-        a = np.asarray(r, np_dtype).reshape(-1)[:T]
-        out[b, :len(a)] = torch.from_numpy(np.ascontiguousarray(a))
+        a = np.asarray(r, view.dtype).reshape(-1)[:T]
+        view[b, :len(a)] = a
     return out
 
 

@@ -118,7 +118,7 @@ def newest_intact(output_dir, checksums: bool = True, report=None) -> Path | Non
         newest, why = damaged[0]
         raise CheckpointError(f"none of the {len(found)} checkpoint(s) in {checkpoint_root(output_dir)} is intact "
                               f"(newest, {newest.name}: {why}); start a new run in "
-                              "another folder (hydra.run.dir=<new folder>) or here with overwrite=true "
+                              "another folder (hydra.run.dir=<new folder>) or here with resume=none overwrite=true "
                               "(moves them to previous-<time>/)")
     return None
 

@@ -66,6 +66,7 @@ class SyspromptTaskConfig(TaskConfig):
     train_size: int = 4096  # training prompts (at most 200 exist; 0 = all)
     retain_ratio: float = 0.0  # retain records (another system prompt, shown to the student too) per distilled record
     eval_n_per_rule: int = 64  # held-out prompts per system prompt and condition in periodic evaluation
+    eval_set: str = "v1"  # held-out user prompts: v1 (60, the committed benchmarks') | heldout240 (252 in six tagged styles; opcd.tasks.sysprompt_heldout)
 
 
 @dataclass
@@ -147,6 +148,10 @@ class AlgoConfig:
     temperature: float = 1.0  # temperature applied to student and teacher distributions in the loss
     nca_beta: float = 0.0  # weight of the stop-gradient consistency regulariser (0 disables it)
     nca_warmup_steps: int = 0  # steps over which that weight ramps linearly from 0 to nca_beta (0 = full from step 1)
+    nca_mode: str = "paper"  # paper: KL(sg[p(.|x)] || p(.|c,x)), gradient to the with-context side | sg_context: KL(sg[p(.|c,x)] || p(.|x)), gradient to the no-context side (opcd.consistency)
+    nca_positions: str = "all"  # all: every response position | agree: only where argmax p(.|x) == argmax p(.|c,x)
+    nca_support: str = "full"  # full: the whole vocabulary | topk: the no-context student's top_k tokens, both sides renormalised
+    nca_after_step: int = 0  # the regulariser is off for optimizer steps <= this; then nca_warmup_steps ramps it in
     jsd_beta: float = 0.5  # GKD generalised-JSD interpolation (0 = forward KL, 1 = reverse KL)
     gkd_lambda: float = 1.0  # GKD on-policy fraction: share of prompts answered by the student
     aggregation: str = "token_mean"  # token_mean | seq_mean loss reduction

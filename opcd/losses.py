@@ -27,13 +27,14 @@ from torch import Tensor
 
 from opcd.chunked_kl import chunked_full_reverse_kl  # memory-flat full KL (custom autograd); part of this API
 from opcd.chunked_kl import chunked_reverse_kl_from_hidden, teacher_logprobs_from_hidden  # teacher as hidden states
+from opcd.consistency import anchored_kl, consistency_term  # the regulariser's variants (algo.nca_*)
 from opcd.loss_utils import (AGGREGATIONS, Metrics, aggregate, check_mode, check_temperature, clean, scaled, to_float,
                              upcast, valid_mask)
 
 __all__ = [
     "AGGREGATIONS", "aggregate", "topk_reverse_kl", "full_reverse_kl", "chunked_full_reverse_kl",
     "chunked_reverse_kl_from_hidden", "teacher_logprobs_from_hidden",
-    "sampled_reverse_kl", "forward_kl", "generalized_jsd", "nll", "consistency_regularizer",
+    "sampled_reverse_kl", "forward_kl", "generalized_jsd", "nll", "consistency_regularizer", "consistency_term",
 ]
 
 # --------------------------------------------------------------------------- OPCD (top-k)
@@ -248,11 +249,10 @@ def consistency_regularizer(noctx_logits: Tensor, ctx_logits: Tensor, mask: Tens
     ones, so re-supplying the context at test time does not hurt. ``noctx_logits`` is detached
     here, so the gradient reaches only ``ctx_logits``. Both [B,T,V], aligned on the same response
     tokens. The caller scales by its coefficient beta. Returns nats/token; metric ``"kl"``.
+    This is ``consistency_term``'s default variant (``opcd.consistency``: mode paper, every position,
+    full vocabulary) without its per-position metrics.
     """
     check_mode(aggregation)
-    check_temperature(temperature)
-    n_lp = F.log_softmax(scaled(noctx_logits.detach(), temperature), dim=-1)
-    c_lp = F.log_softmax(scaled(ctx_logits, temperature), dim=-1)
-    loss = aggregate((n_lp.exp() * (n_lp - c_lp)).sum(-1), mask, aggregation)
+    loss = aggregate(anchored_kl(noctx_logits, ctx_logits, temperature), mask, aggregation)
     return loss, {"kl": to_float(loss)}
 

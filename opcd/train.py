@@ -21,6 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from opcd import quiet
 from opcd.config import register_configs
 
 register_configs()
@@ -48,17 +49,43 @@ class Stopped(KeyboardInterrupt):
 
 
 @contextmanager
-def sigterm_raises():
-    """Turn the first SIGTERM into :class:`Stopped`; a second one terminates at once (a hung cleanup)."""
+def stop_signals(ray):
+    """Turn SIGTERM into :class:`Stopped` for the duration of the run; yields a dict whose ``"how"``
+    becomes ``"SIGTERM"`` when one arrived (inside ``ray.get`` Ray re-raises any interrupt as a plain
+    KeyboardInterrupt, so the exception type alone cannot tell). A second SIGTERM ends a hung shutdown.
+
+    ``ray.init`` installs its own SIGTERM handler (``sys.exit``, seen as a bare SystemExit(1) inside
+    ``ray.get``), so while the run lasts ``ray.init`` is wrapped to put this one back after it.
+    """
+    received: dict[str, str] = {}
+
     def handler(signum, frame):
+        received["how"] = "SIGTERM"
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Stopped("SIGTERM")
 
+    real_init = ray.init
+
+    def init(*args, **kwargs):
+        out = real_init(*args, **kwargs)
+        if "how" not in received:
+            signal.signal(signal.SIGTERM, handler)
+        return out
+
     previous = signal.signal(signal.SIGTERM, handler)
+    ray.init = init
     try:
-        yield
+        yield received
     finally:
+        ray.init = real_init
         signal.signal(signal.SIGTERM, previous)
+
+
+def stopped_by(exc: BaseException, received: dict) -> str | None:
+    """"Ctrl-C" or "SIGTERM" when ``exc`` is how a stop request arrived, else None."""
+    if received.get("how") and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return received["how"]
+    return "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else None
 
 
 def resume_command(output_dir, overrides: list[str]) -> str:
@@ -112,6 +139,7 @@ def main(cfg: DictConfig) -> None:
 
     errors = (FileNotFoundError, DatasetError, ValueError, ActorFailureError, NonFiniteLossError)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet.install()  # before ray.init: known-harmless third-party messages (opcd/quiet.py says why each)
     try:
         check_startup(cfg)
     except errors as e:
@@ -123,17 +151,20 @@ def main(cfg: DictConfig) -> None:
     print(OmegaConf.to_yaml(cfg))
     out = Path(cfg.output_dir)
     lock = None
+    received: dict[str, str] = {}
     try:
-        with sigterm_raises():
+        with stop_signals(ray) as received:
             lock = run_dir.acquire(out)
             run_dir.prepare(out, cfg.resume, cfg.overwrite)
             final = train(cfg, OmegaConf.to_container(cfg, resolve=True))
     except errors as e:
         sys.exit(f"opcd.train: error: {e}")
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Stopped)
-        how = "SIGTERM" if isinstance(e, Stopped) else "Ctrl-C"
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or SIGTERM
+        how = stopped_by(e, received)
+        if how is None:
+            raise
         print(stop_message(how, out, _task_overrides()), file=sys.stderr, flush=True)
-        sys.exit(143 if isinstance(e, Stopped) else 130)
+        sys.exit(143 if how == "SIGTERM" else 130)
     finally:
         if ray.is_initialized() and not ray_was_up:
             ray.shutdown()

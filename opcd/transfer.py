@@ -16,11 +16,13 @@ pays: the hidden path is implemented for full-vocabulary losses only, and for to
 plan only reports both sizes.
 
 :func:`plan_transfer` is pure (numbers in, a :class:`TransferPlan` or a one-line ``ValueError``
-out); :func:`transfer_plan` reads the two models' configs and calls it. Imports nothing from opcd.
+out); :func:`transfer_plan` reads the two models' configs and calls it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from opcd.hardware import choose_dtype, cpu_flags
 
 SETTINGS = ("auto", "logprobs", "hidden")
 FULL, STUDENT_TOPK, TOPK = "full", "student_topk", "topk"  # opcd.algorithms.TEACHER_SUPPORT values
@@ -62,6 +64,12 @@ def dtype_bytes(dtype: str) -> int:
         return _DTYPE_BYTES[dtype]
     except KeyError:
         raise ValueError(f"unknown model.dtype {dtype!r}; expected float32 or bfloat16") from None
+
+
+def teacher_dtype(cfg) -> str:
+    """The dtype the teacher scores in: ``model.dtype``, or for ``auto`` what ``opcd.hardware`` picks on
+    this (the driver's) machine -- the teacher actor picks on its own, the same on a uniform cluster."""
+    return choose_dtype(cfg.model.dtype, "teacher", cpu_flags(), cuda=cfg.learner.device == "cuda")
 
 
 def bytes_per_token(vocab_size: int, hidden_size: int, top_k: int, hidden_dtype_bytes: int) -> dict[str, int]:
@@ -159,5 +167,6 @@ def transfer_plan(cfg, spec, teacher_path: str) -> TransferPlan:
     teacher = student if teacher_path == cfg.model.path else model_dims(teacher_path)
     return plan_transfer(loss=spec.loss, teacher_returns=spec.teacher_returns, setting=cfg.algo.teacher_transfer,
                          top_k=spec.top_k, student=student, teacher=teacher,
-                         hidden_dtype_bytes=dtype_bytes(cfg.model.dtype), tokens_per_step=response_tokens_bound(cfg),
+                         hidden_dtype_bytes=dtype_bytes(teacher_dtype(cfg)),
+                         tokens_per_step=response_tokens_bound(cfg),
                          max_transfer_mb=cfg.teacher.max_transfer_mb)

@@ -113,7 +113,8 @@ def test_keeps_no_vocab_sized_activations_and_recomputes_each_teacher_chunk_once
     ht, wt = rand(b, t, d, seed=42), rand(v, d, seed=43)
     calls, saved = [], []
     real = chunked_kl._HiddenTeacher.__call__
-    monkeypatch.setattr(chunked_kl._HiddenTeacher, "__call__", lambda self, rows: calls.append(len(rows)) or real(self, rows))
+    monkeypatch.setattr(chunked_kl._HiddenTeacher, "__call__",
+                        lambda self, rows: calls.append(len(rows)) or real(self, rows))
 
     def pack(x):
         saved.append(x.numel())

@@ -137,8 +137,11 @@ def test_no_cycle_between_any_two_opcd_modules():
 
 
 def test_engine_layer_imports_nothing_from_opcd():
-    """opcd.engine is the bottom of the actor stack: everything vLLM goes through it, it needs no one."""
-    assert import_graph(PACKAGE)["opcd.engine"] == set()
+    """opcd.engine is the bottom of the actor stack: everything vLLM goes through it, it needs no one
+    but two leaves that import nothing from opcd (the dtype choice, the known-harmless vLLM messages)."""
+    graph = import_graph(PACKAGE)
+    assert graph["opcd.engine"] <= {"opcd.hardware", "opcd.quiet"}
+    assert graph["opcd.hardware"] == graph["opcd.quiet"] == set()
 
 
 def test_import_linter_contracts_are_kept():

@@ -16,9 +16,24 @@ def _train(tmp_path, *overrides, timeout=1200):
     return r, rows
 
 
+def assert_quiet(out: str) -> None:
+    """A normal run prints no warning a user would have to look up (issue 18): none of the known
+    third-party messages opcd.quiet drops, no torch C++ note, no Python or library WARNING line."""
+    import re
+
+    from opcd.quiet import KNOWN
+
+    assert "[opcd] dtype: engine " in out  # the dtype choice is stated once at start-up
+    for text in [k.text for k in KNOWN] + ["Failed to load weights", "NUMA binding"]:
+        assert text not in out, text
+    noisy = [line for line in out.splitlines() if re.search(r"WARNING|\w+Warning\b|Warning:", line)]
+    assert not noisy, "\n".join(noisy[:20])
+
+
 def test_short_default_run_raises_no_context_accuracy(tmp_path):
     """A shortened default experiment: no-context accuracy on the distilled rule must rise."""
-    _, rows = _train(tmp_path, "steps=20", "eval_every=20", "task.eval_n_per_rule=48")
+    r, rows = _train(tmp_path, "steps=20", "eval_every=20", "task.eval_n_per_rule=48")
+    assert_quiet(r.stdout + r.stderr)
     start, end = rows[0], rows[-1]
     key = "eval/distilled/none"
     assert end[key] >= start[key] + 0.2, (start[key], end[key])

@@ -112,26 +112,44 @@ def test_eval_of_a_damaged_checkpoint_says_what_is_wrong(tmp_path, tiny_model_di
         in r.stderr
 
 
-def test_sigterm_becomes_an_exception_that_runs_finally_blocks():
+def test_sigterm_becomes_an_exception_that_runs_finally_blocks_also_after_ray_init():
     import os
     import signal
+    import sys
     import time
+    import types
 
     import pytest
 
-    from opcd.train import Stopped, sigterm_raises
+    from opcd.train import Stopped, stop_signals, stopped_by
 
+    def ray_like_init():  # what ray.init does to SIGTERM in the driver
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+
+    fake_ray = types.SimpleNamespace(init=ray_like_init)
     before = signal.getsignal(signal.SIGTERM)
     cleaned = []
-    with pytest.raises(Stopped):
-        with sigterm_raises():
+    with pytest.raises(Stopped) as e:
+        with stop_signals(fake_ray) as received:
+            fake_ray.init()
             try:
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(5)  # the handler interrupts this at once
             finally:
                 cleaned.append(True)
-    assert cleaned == [True] and signal.getsignal(signal.SIGTERM) == before
+    assert cleaned == [True] and received == {"how": "SIGTERM"} and stopped_by(e.value, received) == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == before and fake_ray.init is ray_like_init  # all restored
     assert issubclass(Stopped, KeyboardInterrupt) and not issubclass(Stopped, Exception)
+
+
+def test_stop_requests_are_told_apart_from_other_exits():
+    from opcd.train import stopped_by
+
+    assert stopped_by(KeyboardInterrupt(), {}) == "Ctrl-C"
+    assert stopped_by(KeyboardInterrupt(), {"how": "SIGTERM"}) == "SIGTERM"  # as ray.get re-raises it
+    assert stopped_by(SystemExit(1), {"how": "SIGTERM"}) == "SIGTERM"
+    assert stopped_by(SystemExit("opcd.train: error: x"), {}) is None and stopped_by(SystemExit(0), {}) is None
+    assert stopped_by(ValueError(), {"how": "SIGTERM"}) is None
 
 
 def test_stop_message_names_the_checkpoint_and_the_resume_command(tmp_path):

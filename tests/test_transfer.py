@@ -23,7 +23,8 @@ def test_bytes_per_token_formulas():
     assert bytes_per_token(151936, 4096, 256, 2) == {"full_logprobs": 607744, "topk_logprobs": 3072, "hidden": 8192}
 
 
-@pytest.mark.parametrize("dims,dtype_bytes,hidden_bytes", [(SMOLLM2, 4, 2304), (QWEN3_8B, 2, 8192), (QWEN3_8B, 4, 16384)])
+@pytest.mark.parametrize("dims,dtype_bytes,hidden_bytes",
+                         [(SMOLLM2, 4, 2304), (QWEN3_8B, 2, 8192), (QWEN3_8B, 4, 16384)])
 def test_auto_ships_hidden_states_for_real_vocabularies(dims, dtype_bytes, hidden_bytes):
     p = plan(student=dims, dtype_bytes=dtype_bytes)
     assert p.mode == "hidden" and p.bytes_per_token == hidden_bytes
@@ -122,3 +123,13 @@ def test_transfer_plan_of_a_config(tiny_model_dir):
     cfg.teacher.max_transfer_mb = 80 * 84 * 4 / 2**20 * 0.99
     with pytest.raises(ValueError, match="over teacher.max_transfer_mb"):
         transfer_plan(cfg, algo_spec(cfg.algo), tiny_model_dir)
+
+
+def test_hidden_bytes_follow_the_teachers_dtype(tiny_model_dir):
+    """model.dtype=auto: the teacher on a GPU scores in bf16, so it ships d x 2 bytes per token."""
+    cfg = _cfg(loss="full_reverse_kl")
+    cfg.model.path = tiny_model_dir
+    cfg.model.dtype, cfg.learner.device = "auto", "cuda"
+    assert transfer_plan(cfg, algo_spec(cfg.algo), tiny_model_dir).bytes_per_token == 64 * 2
+    cfg.model.dtype = "float32"
+    assert transfer_plan(cfg, algo_spec(cfg.algo), tiny_model_dir).bytes_per_token == 64 * 4

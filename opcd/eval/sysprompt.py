@@ -49,7 +49,8 @@ class SyspromptSettings(evaluator.EvalSettings):
     top_p: float = 0.9  # nucleus threshold
     samples: int = 2  # samples per prompt and condition
     seed: int = 0  # engine seed, re-applied before every (model, condition)
-    prompts: int = 60  # held-out user prompts (first N of EVAL_PROMPTS)
+    prompts: int = 60  # held-out user prompts (the first N of eval_set's)
+    eval_set: str = "v1"  # which held-out prompts (opcd.tasks.sysprompt.EVAL_SETS): v1 (60) | heldout240 (252)
     max_model_len: int = 512  # engine context length
     threads: int = 2  # torch threads of the engine
     kv_cache_gb: int = 1  # vLLM CPU KV cache
@@ -182,12 +183,11 @@ def evaluate_models(models: list[dict], settings: SyspromptSettings | None = Non
     from opcd.modeling import load_tokenizer
     from opcd.engine import make_llm, reload_weights
     from opcd.tasks import sysprompt
-    from opcd.tasks.sysprompt_data import EVAL_PROMPTS
 
     s = settings or SyspromptSettings()
     system_prompts = system_prompts or sysprompt.SYSTEM_PROMPTS
     verifiers = verifiers or {n: sysprompt.VERIFIERS[n] for n in system_prompts}
-    prompts = EVAL_PROMPTS[:s.prompts]
+    prompts = sysprompt.eval_prompts(s.eval_set)[:s.prompts]
     llm, arch, tok, results = None, None, None, {}
     for m in models:
         t_model = time.perf_counter()

@@ -13,12 +13,34 @@ from opcd.modeling import response_logits
 
 
 
-def nca_weight(beta: float, warmup_steps: int, step: int) -> float:
-    """The consistency regulariser's weight at optimizer ``step`` (1-based): ``beta`` ramped linearly
-    over ``warmup_steps``. Why a ramp: the regulariser pulls p(.|c,x) towards the *current* p(.|x),
-    which before distillation is the undistilled behaviour, so a ramp lets the distillation term move
-    p(.|x) first. On SmolLM2 it helped only partly (``benchmarks/reproduction_smollm2.md``)."""
-    return beta * min(1.0, step / warmup_steps) if warmup_steps > 0 else beta
+def nca_weight(beta: float, warmup_steps: int, step: int, after_step: int = 0) -> float:
+    """The consistency regulariser's weight at optimizer ``step`` (1-based): 0 up to ``after_step``
+    (``algo.nca_after_step``), then ``beta`` ramped linearly over ``warmup_steps``. Why a delay or a
+    ramp: the paper form pulls p(.|c,x) towards the *current* p(.|x), which before distillation is the
+    undistilled behaviour, so both let the distillation term move p(.|x) first. On SmolLM2 the ramp
+    alone helped only partly (``benchmarks/reproduction_smollm2.md``)."""
+    active = step - after_step
+    if active <= 0:
+        return 0.0
+    return beta * min(1.0, active / warmup_steps) if warmup_steps > 0 else beta
+
+
+def nca_term(model, mb: LearnBatch, algo, pad_id: int, logits: torch.Tensor,
+             mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The consistency regulariser in ``algo``'s variant (``opcd.consistency``) on micro-batch ``mb``.
+
+    ``logits`` [B,T,V] are the student's on the no-context sequences (with their graph), ``mask`` their
+    real tokens. The with-context forward runs with a graph only when the gradient goes through it
+    (``nca_mode=paper``); ``sg_context`` needs it as a constant, so no activations are kept for it.
+    Metrics: ``loss/consistency`` and its ``_first`` / ``_rest`` / ``_kept`` breakdown.
+    """
+    with torch.set_grad_enabled(algo.nca_mode == "paper" and torch.is_grad_enabled()):
+        ctx_logits, _ = response_logits(model, mb.context_seqs, mb.resp_lens, pad_id)
+    reg, m = losses.consistency_term(logits, ctx_logits, mask, mode=algo.nca_mode, positions=algo.nca_positions,
+                                     support=algo.nca_support, top_k=algo.top_k, temperature=algo.temperature,
+                                     aggregation=algo.aggregation)
+    return reg, {"loss/consistency": m["kl"], "loss/consistency_first": m["first"],
+                 "loss/consistency_rest": m["rest"], "loss/consistency_kept": m["kept"]}
 
 
 def student_loss(model, mb: LearnBatch, algo, pad_id: int, step: int = 1,
@@ -26,8 +48,9 @@ def student_loss(model, mb: LearnBatch, algo, pad_id: int, step: int = 1,
     """Loss (0-dim, grad to ``model``) and float metrics for one micro-batch at optimizer ``step``.
 
     The main term follows ``algo.loss``; when ``algo.nca_beta > 0`` the stop-gradient consistency
-    term ``beta * KL(sg[p(.|x,y<t)] || p(.|c,x,y<t))`` is added (beta from :func:`nca_weight`), which
-    needs a second forward pass over the with-context sequences.
+    term ``beta * KL(sg[p(.|x,y<t)] || p(.|c,x,y<t))`` (or the variant ``algo.nca_*`` selects,
+    :func:`nca_term`) is added (beta from :func:`nca_weight`), which needs a second forward pass over
+    the with-context sequences.
 
     When the teacher shipped hidden states (``mb.teacher_hidden``, ``algo.teacher_transfer=hidden``),
     its logits are formed here with ``teacher_head`` [V, d], the learner's frozen copy of its LM head.
@@ -75,14 +98,13 @@ def student_loss(model, mb: LearnBatch, algo, pad_id: int, step: int = 1,
         else:
             raise ValueError(f"unknown algo.loss {name!r}; expected one of {sorted(TEACHER_SUPPORT)}")
     metrics = {f"loss/{k}": v for k, v in m.items()}
-    beta = nca_weight(algo.nca_beta, algo.nca_warmup_steps, step)
+    beta = nca_weight(algo.nca_beta, algo.nca_warmup_steps, step, algo.nca_after_step)
     if beta > 0:
         if logits is None:  # full_reverse_kl kept only the hidden states: apply the head, no second forward
             logits = model.get_output_embeddings()(hidden)
-        ctx_logits, _ = response_logits(model, mb.context_seqs, mb.resp_lens, pad_id)
-        reg, _ = losses.consistency_regularizer(logits, ctx_logits, mask, temperature=T, aggregation=agg)
+        reg, m_nca = nca_term(model, mb, algo, pad_id, logits, mask)
         loss = loss + beta * reg
-        metrics["loss/consistency"] = reg.item()
+        metrics.update(m_nca)
         metrics["loss/nca_beta"] = beta
     metrics["loss/total"] = loss.item()
     return loss, metrics

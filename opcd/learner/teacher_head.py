@@ -72,7 +72,8 @@ def check_head(shape: tuple[int, int], teacher: ModelDims, student_vocab: int, p
                          "its hidden states would not fit this head: set algo.teacher_transfer=logprobs")
     if shape[0] != student_vocab:
         raise ValueError(f"the teacher LM head read from {path} has {shape[0]} vocabulary rows, the student's "
-                         f"{student_vocab}; a full-vocabulary KL needs one vocabulary (pick a teacher with the same vocab_size)")
+                         f"{student_vocab}; a full-vocabulary KL needs one vocabulary "
+                         "(pick a teacher with the same vocab_size)")
 
 
 def load_teacher_head(path: str, student_vocab: int, device: str | torch.device = "cpu") -> torch.Tensor:

@@ -20,7 +20,8 @@ sentence 'Hope this helps!'" 0%, all capital letters 0%, "mention bananas" 3%, "
 "answer with a numbered list" 12% (20% without it), German 45%.
 
 User prompts are the fixed English lists of ``opcd.tasks.sysprompt_data`` (200 train, 60 eval,
-disjoint). Language detection uses ``langdetect`` with ``DetectorFactory.seed = 0`` (its results are
+disjoint), and a second, larger held-out set of 252 prompts in six tagged styles
+(``opcd.tasks.sysprompt_heldout``; ``task.eval_set=heldout240``, ``EVAL_SETS``). Language detection uses ``langdetect`` with ``DetectorFactory.seed = 0`` (its results are
 otherwise random); it is the ``bench`` extra, so this task fails at load time with the pip command
 when it is missing.
 """
@@ -30,6 +31,7 @@ import re
 from typing import Callable
 
 from opcd.tasks.sysprompt_data import EVAL_PROMPTS, FACTS, TRAIN_PROMPTS
+from opcd.tasks.sysprompt_heldout import HELDOUT_PROMPTS, HELDOUT_TEXTS
 from opcd.tasks.task_data import TaskData
 
 SYSTEM_PROMPTS = {
@@ -38,6 +40,16 @@ SYSTEM_PROMPTS = {
     "cat": "You are a cat. Start every reply with 'Meow!'",
 }
 LANGDETECT_HINT = "pip install langdetect (or pip install -e '.[bench]')"
+# Held-out user prompts by name (task.eval_set): v1 is what the committed benchmarks used.
+EVAL_SETS = {"v1": EVAL_PROMPTS, "heldout240": HELDOUT_TEXTS}
+STYLE_OF = dict((p, style) for style, p in HELDOUT_PROMPTS)  # heldout240 prompt -> its style
+
+
+def eval_prompts(eval_set: str = "v1") -> list[str]:
+    """The held-out user prompts of ``eval_set`` (an ``EVAL_SETS`` key)."""
+    if eval_set not in EVAL_SETS:
+        raise ValueError(f"unknown task.eval_set {eval_set!r}; expected one of {', '.join(EVAL_SETS)}")
+    return EVAL_SETS[eval_set]
 
 
 def _detector():
@@ -100,10 +112,11 @@ def verify(response: str, record: dict) -> bool:
 
 
 def _record(prompt: str, name: str, kind: str, group: str, split: str) -> dict:
+    meta = {"task": "sysprompt", "sysprompt": name, "context_kind": kind, "group": group, "split": split}
+    if prompt in STYLE_OF:
+        meta["style"] = STYLE_OF[prompt]
     return {"prompt": prompt, "context": SYSTEM_PROMPTS[name] if kind == "system" else "",
-            "answer": FACT_ANSWERS[prompt][0] if name == "fact" else "",
-            "metadata": {"task": "sysprompt", "sysprompt": name, "context_kind": kind, "group": group,
-                         "split": split}}
+            "answer": FACT_ANSWERS[prompt][0] if name == "fact" else "", "metadata": meta}
 
 
 def train_records(distill: str = "french", n: int | None = None, others: list[str] = (),
@@ -128,12 +141,13 @@ def fact_records() -> list[dict]:
 
 
 def eval_records(distill: str = "french", others: list[str] = (), n: int | None = None,
-                 others_without: bool = False, facts: bool = False) -> list[dict]:
-    """Evaluation records on the held-out prompts: the distilled prompt with and without its system
-    prompt (group ``distilled``), the other prompts with theirs (group ``other``; also without it when
-    ``others_without``), and with ``facts`` the factual OOD probe (``fact_records``). ``context_kind`` is
-    ``system`` or ``none``."""
-    prompts = EVAL_PROMPTS[:n] if n else EVAL_PROMPTS
+                 others_without: bool = False, facts: bool = False, eval_set: str = "v1") -> list[dict]:
+    """Evaluation records on the first ``n`` held-out prompts of ``eval_set``: the distilled prompt with
+    and without its system prompt (group ``distilled``), the other prompts with theirs (group ``other``;
+    also without it when ``others_without``), and with ``facts`` the factual OOD probe (``fact_records``).
+    ``context_kind`` is ``system`` or ``none``; heldout240 records carry ``metadata.style``."""
+    prompts = eval_prompts(eval_set)
+    prompts = prompts[:n] if n else prompts
     out = [_record(p, distill, kind, "distilled", "eval") for kind in ("system", "none") for p in prompts]
     for name in others:
         for kind in ("system", "none") if others_without else ("system",):
@@ -148,5 +162,5 @@ def load(cfg):
     check_names(cfg.distill_prompt, others)
     detect_language("hello world")  # fail now (with the pip command) if langdetect is missing
     train = train_records(cfg.distill_prompt, cfg.train_size, others, cfg.retain_ratio)
-    evals = eval_records(cfg.distill_prompt, others, n=cfg.eval_n_per_rule, facts=True)
+    evals = eval_records(cfg.distill_prompt, others, n=cfg.eval_n_per_rule, facts=True, eval_set=cfg.eval_set)
     return TaskData(train, evals, verify)

@@ -1,6 +1,7 @@
 """User prompts of the system-prompt task (``opcd.tasks.sysprompt``): everyday English questions and
 requests, written for this project. 200 training prompts and 60 held-out evaluation prompts; the two
 lists share no prompt (``tests/tasks/test_sysprompt.py`` checks it, case- and space-insensitively).
+The larger held-out set of issue 16 (252 prompts in six styles) is ``opcd.tasks.sysprompt_heldout``.
 """
 
 TRAIN_PROMPTS = [

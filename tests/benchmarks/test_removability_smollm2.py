@@ -174,3 +174,14 @@ def test_markdown_renders_from_the_json(tmp_path):
     assert "| `paper@95` | not run |" in md and "`shipped@95` against `opcd@95`" in md
     assert "- **missed**: Harm ≤ reference's + 3 points (90% interval (one-sided 95% bounds) [" in md
     assert "teacher rollouts" in md
+
+
+def test_shipped_rows_wait_while_the_shipped_form_is_the_papers(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(rm, "shipped_is_paper", lambda s: True)
+    assert rm.main(["--dry-run", "--seeds", "0", "--work-dir", str(tmp_path), "--model", "/m"]) == 0
+    out = capsys.readouterr().out
+    assert "shipped@95* rows skipped" in out and "shipped-95" not in out and "paper-95_es/seed0" in out
+    monkeypatch.setattr(rm, "shipped_is_paper", lambda s: False)
+    assert rm.main(["--dry-run", "--seeds", "0", "--work-dir", str(tmp_path), "--model", "/m"]) == 0
+    assert "shipped-95_es/seed0" in capsys.readouterr().out
+
