@@ -105,9 +105,10 @@ def transfer(cfg, w: dict):
                          max_transfer_mb=cfg.teacher.max_transfer_mb)
 
 
-def data_path_figures(top_k: int, path: Path = RESULTS / "data_path.json") -> dict:
+def data_path_figures(top_k: int, path: Path | None = None) -> dict:
     """µs per response token of the rollout's data path, before and after issue 15: from
     ``bench_data_path.py``'s JSON when it exists, else the issue's 71 µs and "pending measurement"."""
+    path = path or RESULTS / "data_path.json"
     before = P.ASSUMPTIONS["data_path_before_us_per_token"][0]
     out = {"before_us_per_token": before, "before_source": "issue 15 (measured, top-256)",
            "after_us_per_token": None, "after_source": "pending measurement (benchmarks/bench_data_path.py)"}
@@ -169,13 +170,13 @@ def evaluate(cfg, gpu_name: str, asm: dict, dp: dict, plan) -> dict:
                             "bytes_are": "object store (host)"}
     # Teacher: one forward over context + prompt + response, then its transfer back.
     t_flops = P.forward_flops(Nt, t_d, B * w["teacher_seq"], w["teacher_seq"] / 2)
-    t_gpus = max(float(t.num_gpus), 1.0)
-    ph["teacher_forward"] = {"seconds": t_flops / (t_gpus * gpu.flops * asm["mfu_teacher"]), "flops": t_flops,
+    # One teacher actor, one forward at a time on one device (teacher.num_gpus reserves, it does not split).
+    ph["teacher_forward"] = {"seconds": t_flops / (gpu.flops * asm["mfu_teacher"]), "flops": t_flops,
                              "bytes": math.ceil(B / t.micro_batch_size) * 2.0 * Nt,
-                             "bytes_are": "weights read per micro-batch (HBM)"}
+                             "bytes_are": "HBM: the weights, read once per micro-batch"}
     t_bytes = plan.bytes_per_token * w["positions"]
     ph["teacher_transfer"] = {"seconds": t_bytes / asm["object_store_bytes_per_s"], "bytes": t_bytes,
-                              "bytes_are": f"object store ({plan.mode}, {plan.bytes_per_token} B/token)"}
+                              "bytes_are": "object store (host)"}
     # Learner: forward + backward of prompt + response on each rank; ZeRO collectives per rank.
     per_rank = math.ceil(B / ranks)
     mbs = math.ceil(per_rank / lc.micro_batch_size)
@@ -198,7 +199,8 @@ def evaluate(cfg, gpu_name: str, asm: dict, dp: dict, plan) -> dict:
 
     # GPU memory per actor.
     kv_tok = P.kv_bytes_per_token(s_d)
-    engine = {"weights": 2.0 * N / tp, "kv_cache": max(kv_cap, 0.0) / tp, "engine_overhead": asm["engine_overhead_bytes"] / tp,
+    engine = {"weights": 2.0 * N / tp, "kv_cache": max(kv_cap, 0.0) / tp,
+              "engine_overhead": asm["engine_overhead_bytes"] / tp,
               "process": over}
     engine_ok = kv_cap >= kv_tok * cfg.model.max_model_len
     mode = plan.mode
@@ -236,6 +238,7 @@ def evaluate(cfg, gpu_name: str, asm: dict, dp: dict, plan) -> dict:
     # The step: phases one after another, and with rollout.overlap (sample and score step t+1 while
     # the learner trains on step t and pushes its weights).
     out = {"phases": {n: {k2: _finite(v) for k2, v in p.items()} for n, p in ph.items()}, "gpus": gpus, "host": host}
+    out["capacity"] = gpu.memory
     out["gpu_count"] = sum(g["count"] for g in gpus.values())
     out["kv_cache"] = {"capacity_per_engine": kv_cap, "needed_for_max_model_len": kv_need, "holds_max_model_len": engine_ok,
                        "bytes_per_token": kv_tok}
@@ -248,13 +251,15 @@ def evaluate(cfg, gpu_name: str, asm: dict, dp: dict, plan) -> dict:
         gen = ph["rollout"]["seconds"] + dps + ph["batch_movement"]["seconds"] + ph["teacher_forward"]["seconds"] \
             + ph["teacher_transfer"]["seconds"]
         train = ph["learner"]["seconds"] + ph["weight_sync"]["seconds"]
-        names = ["rollout", f"data_path_{side}", "batch_movement", "teacher_forward", "teacher_transfer", "learner",
-                 "weight_sync"]
+        # The dominant phase among those the data-path fix does not touch; the data path's own share beside it.
+        names = ["rollout", "batch_movement", "teacher_forward", "teacher_transfer", "learner", "weight_sync"]
         dominant = max(names, key=lambda n: ph[n]["seconds"])
-        out[f"step_{side}"] = {"sequential": _finite(gen + train),
+        total = gen + train
+        out[f"step_{side}"] = {"sequential": _finite(total),
                                "overlap": None if colocate else _finite(max(gen, train)),
                                "overlap_allowed": not colocate, "generate_side": _finite(gen), "train_side": _finite(train),
-                               "dominant": dominant, "dominant_share": _finite(ph[dominant]["seconds"] / (gen + train))}
+                               "dominant": dominant, "dominant_share": _finite(ph[dominant]["seconds"] / total),
+                               "data_path_share": _finite(dps / total)}
     return out
 
 
@@ -287,8 +292,9 @@ def model_preset(preset: str, asm: dict, layouts=LAYOUTS) -> dict:
         rows.append({"name": name, "overrides": list(overrides), "config": config_summary(cfg),
                      "gpus": {g: evaluate(cfg, g, asm, dp, plan) for g in P.GPUS}})
 
-    def step(row, gpu="H200"):
-        s = row["gpus"][gpu]["step_before"]["sequential"]
+    def step(row, gpu):  # phases in sequence, with the data path after issue 15 once it is measured
+        e = row["gpus"][gpu]
+        s = (e["step_after"] or e["step_before"])["sequential"]
         return math.inf if s is None else s
 
     fastest = {g: min((x for x in rows if x["gpus"][g]["fits"]), key=lambda x: step(x, g), default=None) for g in P.GPUS}
@@ -314,11 +320,22 @@ def build(presets=PRESETS, asm: dict | None = None) -> dict:
             "presets": {p: model_preset(p, asm) for p in presets}}
 
 
+def rounded(obj):
+    """``obj`` with every float at 6 significant digits (a readable JSON; the figures carry no more)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}")
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v) for v in obj]
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    data = build()
+    data = rounded(build())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")
     for name, p in data["presets"].items():

@@ -210,8 +210,12 @@ def reload_weights(llm, named_tensors) -> None:
     """Load new weights into a running engine in place (no restart), then drop cached prefixes.
 
     ``named_tensors`` is an iterable of ``(hf_param_name, tensor)``; vLLM maps HF names onto its
-    fused layers (qkv, gate_up) itself.
+    fused layers (qkv, gate_up) itself. Floating tensors are cast to the engine's dtype first: the
+    learner keeps fp32 master weights, and a bf16 engine (model.dtype=auto) would otherwise warn
+    once per tensor and reload about narrowing them, which is exactly what is meant here.
     """
-    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(named_tensors))})
+    dtype = llm.llm_engine.model_config.dtype
+    named = [(n, t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t) for n, t in named_tensors]
+    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named)})
     llm.collective_rpc(retie_embeddings)
     llm.reset_prefix_cache()

@@ -8,9 +8,10 @@
 
 The rule (``choose_dtype``) is pure and was set by measurement (``benchmarks/bench_dtype.py``,
 ``benchmarks/results/dtype_choice.json``): bf16 only pays where the CPU multiplies bf16 matrices in
-hardware. On a GPU it is bf16 wherever the GPU supports it. An explicit ``float32`` / ``bfloat16`` is
-returned unchanged. The choice is made inside each actor (``local_dtype``: its own machine's flags);
-the driver logs what its own machine would pick (``describe``).
+hardware (AMX, or AVX-512 BF16); elsewhere fp32. On a GPU it is bf16 wherever the GPU supports it.
+An explicit ``float32`` / ``bfloat16`` is returned unchanged. The choice is made inside each actor
+(``local_dtype``: its own machine's flags); the driver logs what its own machine would pick
+(``describe``). Losses accumulate in fp32 whatever the dtype (tests/test_losses.py).
 """
 from __future__ import annotations
 
@@ -24,13 +25,15 @@ ALIASES = {"fp32": "float32", "float": "float32", "float32": "float32",
 AMX = ("amx_bf16", "amx_tile")  # Intel Sapphire Rapids and later: bf16 tile matrix multiply
 AVX512_BF16 = "avx512_bf16"  # bf16 dot products in AVX-512 (Intel Cooper Lake+, AMD Zen 4+)
 
-# Per phase, the CPU flags under which bf16 was measured faster than fp32 (any one suffices).
-# AMX: vLLM-CPU 1.36x, a training step 1.32x (issue 20, Intel Xeon). avx512_bf16 on AMD EPYC
-# (Zen 4): see benchmarks/results/dtype_choice.json.
+# Per phase, the CPU flags under which bf16 was measured faster than fp32 (any one suffices); without
+# them (AVX2 only) bf16 was 6-7x slower. AMX (Intel Xeon, issue 20): vLLM-CPU 1.36x, a training step
+# 1.32x. avx512_bf16 (AMD EPYC, benchmarks/results/dtype_choice.json, SmolLM2-135M, 2 threads):
+# vLLM-CPU 1.54x, teacher forward 2.14x, learner step under autocast 1.54x; the 1M-parameter toy
+# model gains little (engine 1.04x: overhead-bound) but loses nothing.
 BF16_FLAGS: dict[str, tuple[str, ...]] = {
-    "engine": AMX,
-    "teacher": AMX,
-    "learner": AMX,
+    "engine": (*AMX, AVX512_BF16),
+    "teacher": (*AMX, AVX512_BF16),
+    "learner": (*AMX, AVX512_BF16),
 }
 
 

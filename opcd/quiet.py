@@ -24,22 +24,33 @@ class Known:
     logger: str  # the emitting logger's exact name (its module's ``__name__``)
     text: str  # a substring of the formatted message
     why: str  # why it needs no action in opcd
+    source: str = ""  # the text as it stands in the library's source when it differs (%s placeholders)
 
 
 KNOWN: tuple[Known, ...] = (
-    # --- weight reload (every sync: ~100 lines per run) ---
+    # --- weight loading and reload (every sync: ~100 lines per run) ---
     Known("vllm.model_executor.model_loader.reload.layerwise", "RotaryEmbedding: Failed to load weights",
           "the layer-wise reload counts the rotary cos/sin cache buffer as a weight to load; no checkpoint "
-          "holds it (it is computed from the config), so vLLM puts the unchanged cache back"),
+          "holds it (it is computed from the config), so vLLM puts the unchanged cache back",
+          source="%s: Failed to load weights"),
     Known("vllm.model_executor.model_loader.reload.layerwise", "ParallelLMHead: Failed to load weights",
           "a tied LM head (tie_word_embeddings) has no weight of its own in the checkpoint: vLLM skips "
           "lm_head.* and puts the old tensor back, and opcd.engine.retie_embeddings points it at the "
-          "reloaded embedding right after (tests/sync/test_sync.py checks the engine matches the learner)"),
+          "reloaded embedding right after (tests/sync/test_sync.py checks the engine matches the learner)",
+          source="%s: Failed to load weights"),
+    Known("vllm.model_executor.models.utils", "with dtype torch.float32 into parameter with dtype torch.bfloat16",
+          "a bf16 engine (model.dtype=auto on bf16 hardware, or bfloat16) loading an fp32 checkpoint: "
+          "opcd's checkpoints hold the fp32 master weights, and running the engine in bf16 is the choice "
+          "(reloads are cast before they reach vLLM: opcd.engine.reload_weights)",
+          source="with dtype %s into "),
     # --- engine start-up on CPU ---
     Known("vllm.v1.worker.cpu_worker", "doesn't allow to use `torch.set_num_threads` after the thread binding",
           "the engine runs in-process on CPU, so vLLM's renderer (chat-template warm-up, which asks for "
           "1 thread while it runs) shares the process with the worker that bound the threads; the "
           "call is skipped and the engine keeps rollout.threads, which opcd set before building it"),
+    Known("vllm.utils.torch_utils", "is set; leaving Torch threads at",
+          "advice for GPU serving; on the CPU backend torch's threads are the engine's compute threads, "
+          "set from rollout.threads on purpose", source="is set; leaving Torch threads at %d"),
     Known("vllm.v1.worker.cpu_worker", "is not found in LD_PRELOAD",
           "a performance hint (tcmalloc / Intel OpenMP preloading) for long-running vLLM servers; opcd's "
           "engine settings are measured as they are (benchmarks/README.md)"),

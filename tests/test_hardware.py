@@ -36,6 +36,8 @@ def test_explicit_dtype_is_left_as_it_is(phase):
 def test_auto_follows_the_hardware(phase):
     assert hw.choose_dtype("auto", phase, AVX2) == "float32"  # bf16 was 6-7x slower on AVX2-only AMD
     assert hw.choose_dtype("auto", phase, SAPPHIRE) == "bfloat16"  # AMX: 1.3x faster
+    assert hw.choose_dtype("auto", phase, ZEN4) == "bfloat16"  # AMD with AVX-512 BF16: 1.5-2.1x (measured)
+    assert hw.choose_dtype("auto", phase, AVX2 | {"avx512f"}) == "float32"  # AVX-512 without BF16
     assert hw.choose_dtype("auto", phase, frozenset()) == "float32"  # flags unknown: the safe choice
     assert hw.choose_dtype("auto", phase, AVX2, cuda=True, cuda_bf16=True) == "bfloat16"
     assert hw.choose_dtype("auto", phase, SAPPHIRE, cuda=True, cuda_bf16=False) == "float32"
@@ -86,8 +88,8 @@ def test_startup_line():
 
 
 def test_rule_agrees_with_the_committed_measurement():
-    """On the machine measured, ``auto`` picks bf16 for a phase only where bf16 was faster for every
-    model measured, and fp32 wherever bf16 was slower for every model (ties within 10% may go either way)."""
+    """On the machine measured, ``auto`` never picks bf16 for a phase where bf16 was slower on some model
+    beyond noise (10%), and picks it where it was faster beyond noise on every model."""
     res = json.loads(RESULT.read_text())
     flags = frozenset(res["machine"]["bf16_flags"]) | {"avx2"}
     for phase in hw.PHASES:
@@ -96,6 +98,6 @@ def test_rule_agrees_with_the_committed_measurement():
         chosen = hw.choose_dtype("auto", phase, flags)
         assert chosen == res["auto_choice_here"][phase]
         if chosen == "bfloat16":
-            assert min(speedups) > 1.0, (phase, speedups)
-        elif min(speedups) > 1.1:
-            pytest.fail(f"{phase}: bf16 measured faster on every model ({speedups}) but auto keeps fp32")
+            assert min(speedups) >= 0.9 and max(speedups) > 1.1, (phase, speedups)
+        else:
+            assert not min(speedups) > 1.1, f"{phase}: bf16 measured faster on every model ({speedups}) but auto keeps fp32"

@@ -56,7 +56,8 @@ ASSUMPTIONS: dict[str, tuple[float, str, str]] = {
     "mfu_teacher": (0.50, "of peak FLOP/s", "forward only, one long sequence per micro-batch: large matmuls, no backward"),
     "mfu_prefill": (0.50, "of peak FLOP/s", "vLLM prefill of the prompts (a small share of the rollout)"),
     "mfu_decode": (0.50, "of peak FLOP/s", "the compute bound of a decode step when the batch is large enough to reach it"),
-    "mbu_decode": (0.60, "of HBM bandwidth", "vLLM decode reading weights + KV cache each step; paged attention reaches 50-70%"),
+    "mbu_decode": (0.60, "of HBM bandwidth", "vLLM decode reading weights + KV cache each step; paged attention "
+                   "reaches 50-70%"),
     "nvlink_bytes_per_s": (150e9, "B/s", "NCCL broadcast / all-gather bus bandwidth within one 8-GPU NVLink node "
                            "(a third of NVLink 4's 450 GB/s per direction)"),
     "object_store_bytes_per_s": (2e9, "B/s", "Ray object store within one node: serialising numpy arrays, a shared-"

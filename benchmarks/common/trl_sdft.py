@@ -48,8 +48,14 @@ def make_job(method: str, *, model: str, output_dir: str, steps: int, batch: int
 
 
 def trl_config(job: dict):
-    """The ``SDFTConfig`` of the TRL side (CPU, float32, no logging service)."""
+    """The ``SDFTConfig`` of the TRL side (CPU, no logging service). Precision: opcd's learner choice on
+    this machine (``opcd.hardware``, ``job["dtype"]``, default auto): fp32 weights and AdamW, plus TRL's
+    ``bf16`` flag (autocast) where opcd's learner autocasts in bf16."""
     from trl.experimental.sdft import SDFTConfig
+
+    from opcd.hardware import local_dtype
+
+    bf16 = local_dtype(job.get("dtype", "auto"), "learner") == "bfloat16"
 
     generation = job.get("generation", "hf_generate")
     if generation not in TRL_CONFIGS.values():
@@ -64,7 +70,7 @@ def trl_config(job: dict):
         max_prompt_length=job["max_prompt_length"], temperature=job["temperature"], top_p=1.0, top_k=0,
         distillation_mode="full_logits", distillation_alpha=1.0, teacher_model_kind="base",
         learning_rate=job["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, optim="adamw_torch", seed=job["seed"], use_cpu=True, bf16=False, fp16=False,
+        max_grad_norm=1.0, optim="adamw_torch", seed=job["seed"], use_cpu=True, bf16=bf16, fp16=False,
         model_init_kwargs={"dtype": "float32"}, save_strategy="steps", save_steps=job["save_steps"],
         save_only_model=False, logging_steps=1, report_to="none", dataloader_num_workers=0,
         dataloader_pin_memory=False, disable_tqdm=True, use_vllm=bool(vllm), **vllm)

@@ -93,8 +93,13 @@ class LearnerActor:
         if self.precision == "autocast":
             # Only the model's forward (and its recomputation in backward) runs in bf16: the losses
             # take its logits outside, upcast to fp32 (opcd.loss_utils.upcast), and apply an LM head
-            # themselves in fp32 (chunked_kl), so they accumulate in fp32.
+            # themselves in fp32 (chunked_kl), so they accumulate in fp32. The decoder is wrapped too:
+            # the full-vocabulary losses call it directly for hidden states (modeling.response_logits).
+            # One autocast object per wrapper: an object entered twice (nested) restores the wrong state.
             model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
+            decoder = getattr(model, model.base_model_prefix, None)
+            if decoder is not None and decoder is not model:
+                decoder.forward = torch.autocast("cpu", dtype=torch.bfloat16)(decoder.forward)
         if learner.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.ds_config = deepspeed_config(learner, algo, batch_size, world_size, self.precision)

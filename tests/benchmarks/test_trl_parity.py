@@ -91,7 +91,10 @@ def test_both_sides_run_the_same_job(bench, method, tmp_path):
     assert trl.lr_scheduler_type == "constant" and trl.warmup_steps == cfg.algo.warmup_steps == 0
     assert trl.weight_decay == cfg.algo.weight_decay == 0.0 and trl.max_grad_norm == cfg.algo.grad_clip == 1.0
     # Precision and seed.
-    assert trl.model_init_kwargs["dtype"] == cfg.model.dtype == "float32" and not trl.bf16 and not trl.fp16
+    from opcd.hardware import local_dtype  # fp32 weights on both sides; bf16 autocast where opcd's learner uses it
+
+    assert trl.model_init_kwargs["dtype"] == "float32" and not trl.fp16
+    assert trl.bf16 == (local_dtype(cfg.model.dtype, "learner") == "bfloat16") and cfg.learner.precision == "auto"
     assert trl.seed == cfg.seed == cfg.rollout.seed
     # The configuration itself.
     assert trl.use_vllm == (method == "trl_vllm")

@@ -68,7 +68,7 @@ def test_preset_alone_is_the_same_job():
     """`python -m opcd.train experiment=smollm2_french` without the benchmark's overrides."""
     cfg = _compose(["experiment=smollm2_french"])
     s = B.full_settings()
-    assert cfg.model.path == s.model and cfg.model.max_model_len == 512 and cfg.model.dtype == "float32"
+    assert cfg.model.path == s.model and cfg.model.max_model_len == 512 and cfg.model.dtype == "auto"
     assert (cfg.steps, cfg.prompts_per_step, cfg.rollout.max_tokens, cfg.rollout.temperature) == (95, 8, 64, 1.0)
     assert cfg.algo.loss == "full_reverse_kl" and cfg.algo.lr == pytest.approx(2e-5) and cfg.task.name == "sysprompt"
     assert cfg.save_every == 24 and cfg.keep_checkpoints == 0
