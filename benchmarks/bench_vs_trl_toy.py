@@ -52,7 +52,7 @@ from benchmarks.common import REPO  # noqa: E402
 from benchmarks.common.machine import environment, loadavg  # noqa: E402
 from benchmarks.common.process import run_process  # noqa: E402
 from benchmarks.common.report import mmss  # noqa: E402
-from benchmarks.common.runs import train_run  # noqa: E402
+from benchmarks.common.runs import parse_methods, train_run  # noqa: E402
 from benchmarks.common.trl_sdft import TRL_CONFIGS, is_trl, make_job  # noqa: E402
 from benchmarks.vs_trl_toy_report import build_report, table, write_outputs  # noqa: E402
 
@@ -233,10 +233,7 @@ def output_paths(args, s: Settings, work: Path) -> tuple[Path, Path]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise SystemExit(f"unknown method(s) {bad}; expected {', '.join(METHODS)}")
+    methods = parse_methods(args.methods, METHODS)
     if any(map(is_trl, methods)) and importlib.util.find_spec("trl") is None:
         raise SystemExit("bench_vs_trl_toy: trl is not installed; run: pip install -e '.[bench]'")
     s = settings_from_args(args)

@@ -55,7 +55,7 @@ from benchmarks.common import REPO  # noqa: E402
 from benchmarks.common.machine import environment  # noqa: E402
 from benchmarks.common.process import run_process  # noqa: E402
 from benchmarks.common.report import mmss  # noqa: E402
-from benchmarks.common.runs import train_run  # noqa: E402
+from benchmarks.common.runs import parse_methods, train_run  # noqa: E402
 from benchmarks.common.trl_sdft import TRL_CONFIGS, is_trl, make_job  # noqa: E402
 from benchmarks.vs_trl_smollm2_report import build_report, markdown, write_outputs  # noqa: E402
 from opcd.eval.sysprompt import NONE, SyspromptSettings  # noqa: E402
@@ -247,10 +247,7 @@ def settings_from_args(args) -> Settings:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise SystemExit(f"unknown method(s) {bad}; expected {', '.join(METHODS)}")
+    methods = parse_methods(args.methods, METHODS)
     missing = missing_packages(methods, convert=not args.quick and not args.model)
     if missing:
         raise SystemExit(f"vs_trl_smollm2: missing package(s) {', '.join(missing)}; run: pip install -e '.[bench]' "

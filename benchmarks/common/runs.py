@@ -58,3 +58,12 @@ def train_run(method: str, run_dir: Path, steps: int, trl_job: dict | None, opcd
     (run_dir / "bench_run.json").write_text(json.dumps(rec, indent=1))
     print(f"[bench] {method}: done in {rec['t_end'] - rec['t_start']:.0f} s", flush=True)
     return rec
+
+
+def parse_methods(arg: str, known) -> list[str]:
+    """``--methods a,b`` as a list; an unknown name stops the script with the known ones."""
+    methods = [m for m in arg.split(",") if m]
+    bad = [m for m in methods if m not in known]
+    if bad:
+        raise SystemExit(f"unknown method(s) {bad}; expected {', '.join(known)}")
+    return methods

@@ -201,3 +201,24 @@ def data_path(d: dict) -> str:
     lines += ["", f"{n_runs(len(runs))} ({machine(runs[0].get('machine'), '`data_path.json`')}); the table shows the first. "
               f"top-256 / no log-probs: **{c.measured}** (target {c.target}: {c.verdict.label})."]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Step time of the default run before and after the loop refactor (benchmarks/step_time.py -> step_time.json)
+# --------------------------------------------------------------------------------------------------
+@region("step_time", "step_time.json")
+def step_time(d: dict) -> str:
+    out = []
+    for e in d["entries"]:
+        lines = [f"**{e['name']}** ({machine(e['machine'])}). {e['how']}", "",
+                 "| run | steady steps | mean s/step | median [q1, q3] | rollout | teacher | learner | sync |",
+                 "|---|---:|---:|---|---:|---:|---:|---:|"]
+        for r in e["runs"]:
+            p = r["phases_mean_s"]
+            lines.append(f"| {r['label']} | {r['steps']} | {r['mean_s']:.3f} | {r['median_s']:.3f} "
+                         f"[{r['q1_s']:.3f}, {r['q3_s']:.3f}] | {p['rollout']:.3f} | {p['teacher']:.3f} | "
+                         f"{p['learner']:.3f} | {p['sync']:.3f} |")
+        base = e["runs"][0]["mean_s"]
+        ratios = ", ".join(f"{r['label']}: {base / r['mean_s']:.2f}×" for r in e["runs"][1:])
+        out.append("\n".join(lines) + f"\n\nStep rate against the first row (one run each): {ratios}.")
+    return "\n\n".join(out)

@@ -109,3 +109,15 @@ def local_generate(llm, seed: int | None = None, use_tqdm: bool = False) -> Gene
         return sample(llm, prompt_ids, **sampling, use_tqdm=use_tqdm)
 
     return generate
+
+
+def write_report(out, settings, results: dict) -> None:
+    """Write an evaluation CLI's JSON (its settings dataclass and its results) to ``out``; prints the path."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": asdict(settings), "results": results}, indent=2))
+    print(f"wrote {out}")

@@ -24,13 +24,12 @@ Records follow the shared evaluator's format (``opcd.eval.evaluator``: ``verify(
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from opcd.eval.evaluator import EvalSettings, evaluate_results, local_generate
+from opcd.eval.evaluator import EvalSettings, evaluate_results, local_generate, write_report
 from opcd.eval.metrics import Result
 from opcd.eval.stats import prompt_interval
 
@@ -195,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"opcd.eval.ifeval: error: {e}", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": asdict(settings), "results": res}, indent=2))
-    print(f"wrote {out}")
+    write_report(args.out, settings, res)
     return 0
 
 

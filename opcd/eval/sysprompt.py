@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from opcd.eval import evaluator  # its EvalSettings is not re-exported: SyspromptSettings has other defaults
-from opcd.eval.evaluator import generate_answers, local_generate, verify_answers
+from opcd.eval.evaluator import generate_answers, local_generate, verify_answers, write_report
 from opcd.eval.metrics import Result, per_prompt
 from opcd.eval.stats import Z95, paired_bootstrap, prompt_interval, prompt_rates, wilson_interval
 
@@ -255,10 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(label)
         for name, rr in r["rates"].items():
             print(f"  {name:<8} with: {fmt_rate(rr['with']):<32} without: {fmt_rate(rr['without'])}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": asdict(settings), "results": res}, indent=2))
-    print(f"wrote {out}")
+    write_report(args.out, settings, res)
     return 0
 
 
