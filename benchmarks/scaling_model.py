@@ -106,8 +106,11 @@ def transfer(cfg, w: dict):
 
 
 def data_path_figures(top_k: int, path: Path | None = None) -> dict:
-    """µs per response token of the rollout's data path, before and after issue 15: from
-    ``bench_data_path.py``'s JSON when it exists, else the issue's 71 µs and "pending measurement"."""
+    """µs per response token of the rollout's *host-side conversion* (vLLM's output to learner-ready
+    arrays), before and after issue 15: from ``bench_data_path.py``'s JSON keys
+    ``k<k>_<side>_conversion_us_per_token`` when they exist, else the issue's 71 µs and "pending
+    measurement". Its ``k<k>_<side>_us_per_token`` are not used: they include what the top-k costs
+    inside the CPU engine (sampler and output processor), which on a GPU runs elsewhere."""
     path = path or RESULTS / "data_path.json"
     before = P.ASSUMPTIONS["data_path_before_us_per_token"][0]
     out = {"before_us_per_token": before, "before_source": "issue 15 (measured, top-256)",
@@ -115,10 +118,10 @@ def data_path_figures(top_k: int, path: Path | None = None) -> dict:
     if path.exists():
         summary = json.loads(path.read_text()).get("summary", {})
         for side in ("before", "after"):
-            v = summary.get(f"k{top_k}_{side}_us_per_token")
+            v = summary.get(f"k{top_k}_{side}_conversion_us_per_token")
             if v is not None:
                 out[f"{side}_us_per_token"] = v
-                out[f"{side}_source"] = f"benchmarks/results/data_path.json summary.k{top_k}_{side}_us_per_token"
+                out[f"{side}_source"] = f"benchmarks/results/data_path.json summary.k{top_k}_{side}_conversion_us_per_token"
     return out
 
 

@@ -200,6 +200,16 @@ def data_path(d: dict) -> str:
     c = data_path_check(d)
     lines += ["", f"{n_runs(len(runs))} ({machine(runs[0].get('machine'), '`data_path.json`')}); the table shows the first. "
               f"top-256 / no log-probs: **{c.measured}** (target {c.target}: {c.verdict.label})."]
+    sm, tb = runs[0]["summary"], runs[0].get("teacher_bytes_per_token", {})
+    per = ", ".join(f"k = {k}: {times(sm[f'k{k}_over_k0_before'])} before, {times(sm[f'k{k}_over_k0'])} after"
+                    for k in (16, 256) if f"k{k}_over_k0_before" in sm)
+    cost = ", ".join(f"k = {k}: {sm[f'k{k}_before_us_per_token']:,.0f} µs before, {sm[f'k{k}_after_us_per_token']:,.0f} µs after"
+                     for k in (16, 256) if f"k{k}_before_us_per_token" in sm)
+    lines += ["", f"- Rollout time with the top-k over rollout time without log-probs: {per}.",
+              f"- What the top-k adds per generated token, engine included: {cost}.",
+              "- The teacher's bytes per response token for SmolLM2 (V = 49,152, d = 576): "
+              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in tb.items())
+              + " (full-vocabulary losses now ship hidden states: `opcd/transfer.py`)."]
     return "\n".join(lines)
 
 

@@ -129,8 +129,8 @@ def test_no_fitting_layout_is_proposed_and_said(monkeypatch):
 
 def test_the_data_path_after_is_read_when_measured(tmp_path, monkeypatch):
     assert S.data_path_figures(256, tmp_path / "absent.json")["after_us_per_token"] is None
-    (tmp_path / "data_path.json").write_text(json.dumps({"summary": {"k256_after_us_per_token": 5.0,
-                                                                     "k256_before_us_per_token": 80.0}}))
+    (tmp_path / "data_path.json").write_text(json.dumps({"summary": {"k256_after_conversion_us_per_token": 5.0,
+                                                                     "k256_before_conversion_us_per_token": 80.0, "k256_after_us_per_token": 999.0}}))
     monkeypatch.setattr(S, "RESULTS", tmp_path)
     dp = S.data_path_figures(256)
     assert (dp["after_us_per_token"], dp["before_us_per_token"]) == (5.0, 80.0)
