@@ -43,7 +43,10 @@ def test_colocated_learner_ranks_share_the_engine_bundles():
 
 def _train(out, *overrides):
     r = subprocess.run([sys.executable, "-m", "opcd.train", f"hydra.run.dir={out}", "logger=none", "steps=3",
-                        "eval_every=0", "prompts_per_step=8", "task.eval_n_per_rule=4", *overrides],
+                        "eval_every=0", "prompts_per_step=8", "task.eval_n_per_rule=4",
+                        # fp32 on every machine: the test checks that data parallelism keeps the math exact,
+                        # and bf16 autocast (model.dtype=auto on AMX/avx512_bf16 CPUs) rounds per shard size
+                        "model.dtype=float32", "learner.precision=fp32", *overrides],
                        capture_output=True, text=True, timeout=600)
     return r, ([json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
                if (out / "metrics.jsonl").exists() else [])
