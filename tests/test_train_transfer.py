@@ -21,12 +21,16 @@ def test_full_reverse_kl_trains_with_teacher_hidden_states(tmp_path):
 
     cfg = OmegaConf.structured(TrainConfig)
     cfg.algo = OmegaConf.merge(OmegaConf.structured(AlgoConfig), {"loss": "full_reverse_kl"})
+    cfg.model.dtype = "float32"  # fp32 hidden states (512 B) cost more than the 84 log-probs (336 B)
     auto = transfer_plan(cfg, algo_spec(cfg.algo), cfg.model.path)
     assert auto.mode == "logprobs" and auto.bytes_per_token == 84 * 4 and auto.options["hidden"] == 128 * 4
+    cfg.model.dtype = "bfloat16"  # bf16 hidden states (256 B) cost less: auto switches
+    auto = transfer_plan(cfg, algo_spec(cfg.algo), cfg.model.path)
+    assert auto.mode == "hidden" and auto.bytes_per_token == 128 * 2
 
     r = subprocess.run([sys.executable, "-m", "opcd.train", f"hydra.run.dir={tmp_path}", "logger=none", "steps=2",
                         "eval_every=0", "prompts_per_step=8", "task.eval_n_per_rule=4", "rollout.num_workers=1",
-                        "algo.loss=full_reverse_kl", "algo.teacher_transfer=hidden"],
+                        "algo.loss=full_reverse_kl", "algo.teacher_transfer=hidden", "model.dtype=float32"],
                        capture_output=True, text=True, timeout=1200)
     out = r.stdout + r.stderr
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
