@@ -22,7 +22,7 @@ from opcd import routing
 from opcd.algorithms import AlgoSpec
 from opcd.batch import LearnBatch, build_learn_batch, pad_3d, response_mask
 from opcd.chat import encode_prompt
-from opcd.eval.evaluator import EvalSettings, evaluate_records
+from opcd.eval.evaluator import EvalSettings, agreement_records, evaluate_records
 from opcd.eval.metrics import topk_agreement_kl
 from opcd.loop_state import LoopState, Prefetch
 from opcd.rollout.episodes import run_episodes
@@ -209,7 +209,7 @@ def agreement(cluster: Cluster, prep: Prepared, max_tokens: int) -> dict[str, fl
     distilled behaviour greedily *without* its context; the teacher scores that answer *with* it;
     mean per-token KL(student || teacher) over the student's top-k (nats), as ``eval/agreement_kl``."""
     k = prep.spec.top_k
-    recs = [r for r in prep.task.eval if r["context"] and r["metadata"].get("group") != "other"]
+    recs = agreement_records(prep.task.eval)
     if not recs:
         return {}
     with_ctx = render(prep.tok, recs, True)
